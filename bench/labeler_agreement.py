@@ -1,0 +1,78 @@
+"""Agreement of cxrgen's labeler with the CheXpert labeler's output on IU X-ray reports.
+
+Usage: python bench/labeler_agreement.py [--reference CSV] [--disagreements CLASS] [--limit N]
+The reference holds CheXpert-labeler labels for 3,199 IU reports (findings + impression); it is
+another labeler, not ground truth. Prints a Markdown table: per-class precision, recall and F1 of
+the positive class (reference as truth), exact 4-way agreement (1/0/-1/blank), and the micro-F1
+over the 13 findings (No Finding excluded).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from cxrgen.labeler import CONDITIONS, label
+
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray" / "chexpert_labeler_iu.csv"
+
+
+def _value(cell: str) -> int | None:
+    return None if cell.strip() == "" else int(float(cell))
+
+
+def load_reference(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["text"] = f"{row['findings']} {row['impression']}".strip()
+        row["reference"] = {c: _value(row[c]) for c in CONDITIONS}
+    return rows
+
+
+def agreement(rows: list[dict], predictions: list[dict]) -> tuple[dict[str, dict[str, float]], float]:
+    """Per-class {precision, recall, f1, exact, support} and micro-F1 over the 13 findings."""
+    table, tp_all, fp_all, fn_all = {}, 0, 0, 0
+    for c in CONDITIONS:
+        ref = [r["reference"][c] for r in rows]
+        pred = [p[c] for p in predictions]
+        tp = sum(r == 1 and p == 1 for r, p in zip(ref, pred))
+        fp = sum(r != 1 and p == 1 for r, p in zip(ref, pred))
+        fn = sum(r == 1 and p != 1 for r, p in zip(ref, pred))
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        exact = sum(r == p for r, p in zip(ref, pred)) / len(rows)
+        table[c] = dict(precision=precision, recall=recall, f1=f1, exact=exact, support=tp + fn)
+        if c != "No Finding":
+            tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+    micro = 2 * tp_all / (2 * tp_all + fp_all + fn_all)
+    return table, micro
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE)
+    parser.add_argument("--disagreements", metavar="CLASS", help="print reports where the positive label differs")
+    parser.add_argument("--limit", type=int, default=20)
+    args = parser.parse_args()
+    rows = load_reference(args.reference)
+    predictions = [label(r["text"]) for r in rows]
+    table, micro = agreement(rows, predictions)
+    print(f"{len(rows)} reports from {args.reference.name}\n")
+    print("| observation | positives (ref) | precision | recall | F1 | exact 4-way agreement |")
+    print("|---|---|---|---|---|---|")
+    for c, s in table.items():
+        print(f"| {c} | {s['support']} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['exact']:.3f} |")
+    print(f"\nmicro-F1, positive class, 13 findings: {micro:.3f}")
+    if args.disagreements:
+        c = args.disagreements
+        shown = 0
+        for r, p in zip(rows, predictions):
+            if (r["reference"][c] == 1) != (p[c] == 1) and shown < args.limit:
+                shown += 1
+                print(f"\nuid {r['uid']}: reference {r['reference'][c]} ours {p[c]}\n  {r['text']}")
+
+
+if __name__ == "__main__":
+    main()
