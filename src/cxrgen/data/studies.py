@@ -41,3 +41,13 @@ class Study:
     def report(self) -> str:
         """Findings plus impression, the text CheXpert labels are computed on."""
         return " ".join(t for t in (self.findings, self.impression) if t)
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a dataset: which file (and row or id), and why."""
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"

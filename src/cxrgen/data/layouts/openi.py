@@ -100,7 +100,8 @@ def r2gen_split() -> dict[str, str]:
 
 def read_openi(images_dir: Path | None = None, reports: Path | None = None, errors: list | None = None) -> list[Study]:
     """All Open-i studies. `images_dir` holds `<image id>.png` (NLMCXR_png); without it, image
-    paths are None (text-only use: the bundled reports). Views: DICOM metadata first, then the
+    paths are None (text-only use: the bundled reports). Files absent from `images_dir` keep
+    their path, so `cxrgen data check` reports them and training skips them. Views: DICOM metadata first, then the
     position in the report (first image frontal, second lateral) where the header has none."""
     views = image_views()
     split = r2gen_split()
@@ -117,10 +118,7 @@ def read_openi(images_dir: Path | None = None, reports: Path | None = None, erro
         images = []
         for i, image_id in enumerate(ids):
             view = views.get(image_id) or ("PA" if i == 0 else "LL")
-            path = None
-            if images_dir is not None:
-                candidate = Path(images_dir) / f"{image_id}.png"
-                path = candidate if candidate.exists() else None
+            path = Path(images_dir) / f"{image_id}.png" if images_dir is not None else None
             images.append(ImageRef(path=path, view=view, image_id=image_id))
         sid = study_key(ids[0]) if ids else rep["uid"]
         studies.append(Study(
