@@ -51,6 +51,7 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     ("sternotomy", None, r"sternotomy|sternal (?:wires?|sutures?)|cabg"),
     ("surgical clips", None, r"(?:surgical|cholecystectomy|vascular|postsurgical) clips?|clips?"),
     ("pacemaker", "Support Devices", r"pacemakers?|pacers?|icds?|(?:cardiac |implantable )?defibrillators?|aicds?|cardioverter"),
+    ("monitor leads", None, r"(?:external |cardiac |ecg |ekg )?monitor(?:ing)? leads?|(?:ecg|ekg|external) leads?"),
     ("leads", "Support Devices", r"(?:pacer|pacemaker|pacing|transvenous|cardiac|icd) (?:leads?|wires?)|leads?"),
     ("catheter", "Support Devices", r"catheters?|picc(?: lines?)?|central (?:venous )?lines?|(?:jugular|subclavian|venous) lines?|port-?a-?cath|(?:chest|power|infusion|mediport) ports?|mediports?"),
     ("tube", "Support Devices", r"(?:endotracheal|et|nasogastric|ng|orogastric|og|feeding|chest|enteric|gastric|tracheostomy) tubes?|tracheostomy"),
@@ -62,18 +63,19 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     ("tortuous aorta", None, r"tortuous (?:thoracic |descending )?aort\w*|tortuosity of the (?:thoracic |descending )?aort\w*|aortic tortuosity|ectatic aort\w*|unfolded aort\w*"),
     ("aortic atherosclerosis", None, r"(?:aortic )?atherosclero\w*|(?:aortic|vascular) calcifications?|calcified (?:aorta|aortic \w+)"),
     # lungs
-    ("granuloma", None, r"calcified (?:granulomas?|nodules?|lymph nodes?|nodes?)|granulomas?|granulomatous (?:disease|process|sequela|changes?|infection)\w*|calcified hilar (?:nodes?|lymph nodes?)"),
+    ("granuloma", None, r"calcified (?:granulomas?|nodules?|lymph nodes?|nodes?|densit(?:y|ies))|calcific densit(?:y|ies)|granulomas?|granulomatous (?:disease|process|sequela|changes?|infection)\w*|calcified hilar (?:nodes?|lymph nodes?)"),
     ("nodule", "Lung Lesion", r"nodules?|nodular (?:densit(?:y|ies)|opacit(?:y|ies))"),
     ("mass", "Lung Lesion", r"mass(?:es)?"),
     ("lung lesion", "Lung Lesion", r"(?:cavitary |pulmonary |lung )?lesions?|neoplasms?|tumou?rs?|carcinoma|malignanc(?:y|ies)|metasta\w*"),
     ("emphysema", None, r"emphysema\w*|copd|chronic obstructive (?:pulmonary|lung) disease|bullae|bullous (?:disease|changes?)"),
     ("hyperinflation", None, r"hyperinflat\w*|hyperexpan\w*|hyperaerat\w*|overinflat\w*|hyperlucen\w*"),
-    ("edema", "Edema", r"(?:pulmonary |interstitial |alveolar )?edema|vascular congestion|(?:pulmonary )?venous congestion|congestive heart failure|heart failure|chf|fluid overload"),
+    ("vascular congestion", "Edema", r"(?:pulmonary )?(?:vascular|venous) (?:congestion|engorgement)"),
+    ("edema", "Edema", r"(?:pulmonary |interstitial |alveolar )?edema|congestive heart failure|heart failure|chf|fluid overload"),
     ("consolidation", "Consolidation", r"consolidat\w*"),
     ("pneumonia", "Pneumonia", r"pneumonias?|pneumonitis|bronchopneumonia|(?:infectious|inflammatory) process|infection"),
     ("atelectasis", "Atelectasis", r"atelectas\w*|atelectatic|(?:lobar |lobe |lung )?collapse"),
     ("scarring", "Lung Opacity", r"scar(?:ring|s)?|fibrosis|fibrotic changes?"),
-    ("airspace opacity", "Lung Opacity", r"(?:air ?space|alveolar) (?:disease|opacit(?:y|ies)|process)|opacit(?:y|ies)|opacification|opacified|infiltrates?|infiltration|interstitial (?:markings?|prominence|opacit(?:y|ies)|changes?|pattern|disease|lung disease)|densit(?:y|ies)|haziness|hazy"),
+    ("airspace opacity", "Lung Opacity", r"(?:air ?space|alveolar) (?:disease|opacit(?:y|ies)|process)|opacit(?:y|ies)|opacification|opacified|infiltrates?|infiltration|interstitial (?:markings?|prominence|opacit(?:y|ies)|changes?|pattern|disease|lung disease)|densities|(?:lung|pulmonary|airspace|parenchymal|patchy|streaky|linear|hazy|focal|ill-defined|retrocardiac|basilar|basal) density|haziness|hazy"),
     ("pneumothorax", "Pneumothorax", r"pneumothora(?:x|ces)|hydropneumothorax"),
     ("pleural thickening", "Pleural Other", r"pleural (?:thickening|plaques?|scarring|calcifications?|fibrosis)|apical (?:pleural )?(?:thickening|capping|caps?)|fibrothorax|pleural-parenchymal scarring"),
     ("pleural effusion", "Pleural Effusion", r"(?:pleural )?effusions?|pleural fluid|hydrothorax"),
@@ -89,8 +91,11 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
 )
 
 # The CheXpert "no finding" rule ignores support devices; surgical material is not a finding either.
-_NOT_ABNORMAL = {"sternotomy", "surgical clips", "pacemaker", "leads", "catheter", "tube",
+_NOT_ABNORMAL = {"monitor leads", "sternotomy", "surgical clips", "pacemaker", "leads", "catheter", "tube",
                  "valve replacement", "hardware"}
+
+# Findings that only suggest their observation: vascular congestion often precedes edema but is not edema.
+_SUGGESTIVE = {"vascular congestion"}
 
 FINDINGS: dict[str, str | None] = {}
 for _finding, _obs, _ in _TERMS:
@@ -99,10 +104,11 @@ for _finding, _obs, _ in _TERMS:
 # Statements about the heart and mediastinum: "heart size is normal", "mediastinum is widened".
 _HEART = r"(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?"
 _MEDIA = r"(?:mediastin(?:um|al)(?: size| contours?| silhouette| width)?|cardiomediastinal(?: size| silhouette| contours?| structures)?)"
-_NORMAL = r"(?:normal|within normal limits|unremarkable|not enlarged|upper limits? of normal|top normal|top-normal)"
-_BIG = r"(?:enlarged|enlargement|increased|large|prominent|widened|widening)"
-_GAP_NO_NORMAL = r"(?:(?!normal|\bnot\b|\bno\b)[^.;,]){0,40}?"
-_GAP_NO_BIG = r"(?:(?!enlarg|widen|increas|prominen)[^.;,]){0,40}?"
+_NORMAL = r"(?:normal|within normal limits|unremarkable|not enlarged)"
+_BORDERLINE = r"(?:(?:at |the )*(?:upper|top) (?:limits? of )?normal|top-normal|borderline)"
+_BIG = rf"(?:{_BORDERLINE}|enlarged|enlargement|increased|large|prominent|widened|widening)"
+_GAP_NO_NORMAL = r"(?:(?!\bnormal|\bnot\b|\bno\b)[^.;,]){0,40}?"
+_GAP_NO_BIG = r"(?:(?!enlarg|widen|increas|prominen|upper|top)[^.;,]){0,40}?"
 _ANATOMY: tuple[tuple[str, str, str, int | None], ...] = (
     ("cardiomegaly", "Cardiomegaly", rf"\b{_HEART}\b{_GAP_NO_NORMAL}\b{_BIG}", None),
     ("cardiomegaly", "Cardiomegaly", rf"\b{_HEART}\b{_GAP_NO_BIG}\b{_NORMAL}|\bnormal(?: in)? (?:size )?{_HEART}\b", NEGATIVE),
@@ -121,7 +127,7 @@ _UNCERTAIN_PRE = re.compile(
     r"suspicious|suspected|suspect|suspicion|suggest\w*|concerning|concern for|cannot (?:be )?(?:excluded?|ruled? out)|"
     r"can ?not (?:be )?(?:excluded?|ruled? out)|not (?:be )?(?:entirely |completely )?(?:excluded|ruled out)|difficult to exclude|"
     r"differential|versus|vs|equivocal|indeterminate|uncertain|presumed|represent\w*|rule out|r/o|evaluate for|"
-    r"borderline|atypical|early)\b")
+    r"atypical)\b")
 _NEGATION_PRE = re.compile(
     r"\b(?:no|not|without|free of|clear of|negative for|absence of|absent|resolution of|resolved|"
     r"neither|nor|no longer|removal of|removed)\b")
@@ -135,7 +141,7 @@ _UNCERTAIN_POST = re.compile(
 _UNCERTAIN_OR_PRE = re.compile(r"\b(?:or|versus|vs|and/or)\s+(?:\w+\s+){0,2}$")
 
 _LATERALITY = re.compile(r"\b(?:(left|left-sided)|(right|right-sided)|(bilateral|bilaterally|both|bibasilar|bibasal|biapical|bilat))\b")
-_SEVERITY = re.compile(r"\b(?:(tiny|trace|minimal|small|smaller|subtle)|(mild|mildly|slight|slightly|borderline|minimally)|(moderate|moderately)|(large|larger|severe|severely|marked|markedly|massive|extensive|significant|significantly))\b")
+_SEVERITY = re.compile(r"\b(?:(tiny|trace|minimal|small|smaller|subtle)|(mild|mildly|slight|slightly|borderline|minimally)|(moderate|moderately)|(large|larger|severe|severely|marked|markedly|massive|extensive))\b")
 _LOCATION = re.compile(r"\b(?:(retrocardiac)|(apex|apices|apical|biapical)|(base|bases|basilar|basal|bibasilar|bibasal|costophrenic)|(upper)|(middle|mid|midlung|lingula|lingular|perihilar)|(lower))\b")
 _LATERALITY_NAMES = ("left", "right", "bilateral")
 _SEVERITY_NAMES = ("small", "mild", "moderate", "large")
@@ -238,9 +244,10 @@ def label(text: str) -> dict[str, int | None]:
     abnormal = False
     for m in found:
         if m.observation is not None:
+            status = UNCERTAIN if m.finding in _SUGGESTIVE and m.status == POSITIVE else m.status
             current = labels[m.observation]
-            if current is None or rank[m.status] > rank[current]:
-                labels[m.observation] = m.status
+            if current is None or rank[status] > rank[current]:
+                labels[m.observation] = status
         if m.status != NEGATIVE and m.finding not in _NOT_ABNORMAL:
             abnormal = True
     if not abnormal:
