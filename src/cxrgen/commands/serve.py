@@ -1,0 +1,72 @@
+"""`cxrgen serve`: the web page and HTTP API for a trained model."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+
+from cxrgen.data.images import DEFAULT_MAX_PIXELS
+from cxrgen.errors import UserError
+
+_logger = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="web page + HTTP API for a trained model (loopback only unless --host)",
+                       description="Serve the report page and /v1/reports. Research prototype: no authentication, "
+                                   "so it binds to 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--model", required=True, type=Path, help="model directory (from `cxrgen train`)")
+    p.add_argument("--clip", type=Path, help="CLIP directory: enables the 3 most similar training cases")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=25, help="limit per uploaded image (default 25)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="limit per image, width x height")
+    p.add_argument("--capacity", type=int, default=32, help="requests held at once; more get 503 (default 32)")
+    p.add_argument("--batch", type=int, default=8, help="studies per model call (default 8)")
+    p.set_defaults(func=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_services(model_dir: Path, clip_dir: Path | None):
+    """Load the generator (and the retriever) once; bad directories become UserErrors."""
+    from cxrgen.models.generator import ReportGenerator
+
+    for what, path in (("--model", model_dir), ("--clip", clip_dir)):
+        if path is not None and not path.is_dir():
+            raise UserError(f"{what} {path}: not a directory")
+    generator = ReportGenerator.from_pretrained(model_dir)
+    retriever = None
+    if clip_dir is not None:
+        from cxrgen.retrieval import Retriever
+
+        retriever = Retriever.from_pretrained(clip_dir)
+    return generator, retriever
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from cxrgen.serve import create_app
+
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: must be between 0 and 65535")
+    generator, retriever = load_services(args.model, args.clip)
+    app = create_app(generator, retriever=retriever, model_name=args.model.name, max_upload_mb=args.max_upload_mb,
+                     max_pixels=args.max_pixels, capacity=args.capacity, max_batch=args.batch)
+    if _is_loopback(args.host):
+        _logger.info("serving on http://%s:%d (loopback only: this machine can reach it, others cannot)",
+                     args.host, args.port)
+    else:
+        _logger.warning("serving on http://%s:%d, reachable from other machines: there is no authentication, "
+                        "and the output is a research draft, not a diagnosis", args.host, args.port)
+    # Access log lines hold method, path and status only; uploads are never logged.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,254 @@
+"""The FastAPI app: the page, `POST /v1/reports`, `POST /v1/simplify`, `GET /healthz`.
+
+The model, the simplifier and the optional CLIP retriever are built by the caller and
+injected into `create_app`, so tests can serve a tiny checkpoint and the CLI loads each
+model exactly once. All requests share the one model through a `BatchWorker`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from cxrgen import DISCLAIMER, __version__
+from cxrgen.data.images import DEFAULT_MAX_PIXELS
+from cxrgen.serve import render
+from cxrgen.serve.uploads import HOW_TO, UploadError, decode_upload, read_images
+from cxrgen.serve.worker import BatchWorker, Busy, Result
+
+_logger = logging.getLogger(__name__)
+STATIC = resources.files("cxrgen.serve") / "static"
+N_SIMILAR = 3
+
+
+class Generator(Protocol):
+    def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None]) -> list[dict]: ...
+
+
+class Retriever(Protocol):
+    def search(self, frontal: np.ndarray, lateral: np.ndarray | None, k: int) -> list[dict]: ...
+
+
+Simplifier = Callable[[str], Any]  # report -> result with .plain, .guard and .note (see cxrgen.simplify)
+
+
+# ---- HTTP schemas ----------------------------------------------------------------------
+
+class SimilarCase(BaseModel):
+    study_id: str
+    report: str
+    score: float = Field(description="cosine similarity in the CLIP space")
+
+
+class Images(BaseModel):
+    frontal: str = Field(description="JPEG data URL of the decoded frontal view (what the model saw)")
+    lateral: str | None = None
+
+
+class Timing(BaseModel):
+    decode_ms: float
+    queue_ms: float
+    model_ms: float = Field(description="the model call; shared by every request in the same batch")
+    batch_size: int
+    simplify_ms: float
+    total_ms: float
+
+
+class ReportOut(BaseModel):
+    report: str = Field(description="draft findings written by the model")
+    plain: str = Field(description="plain-language version for patients")
+    guard: dict[str, Any] = Field(description="consistency check of the plain version against the report")
+    plain_note: str = Field(description="the note that goes with the plain version")
+    probabilities: dict[str, float] = Field(description="the 14 CheXpert findings, in CheXpert order")
+    similar_cases: list[SimilarCase] | None = Field(description="nearest training cases; null without --clip")
+    heatmap: str | None = Field(description="PNG data URL (transparent) of the decoder's cross-attention "
+                                            "over the frontal view, same size as images.frontal")
+    images: Images
+    timing: Timing
+    disclaimer: str = DISCLAIMER
+
+
+class SimplifyIn(BaseModel):
+    report: str = Field(min_length=1, max_length=20_000, description="a radiology report")
+
+
+class SimplifyOut(BaseModel):
+    plain: str
+    guard: dict[str, Any]
+    plain_note: str
+    disclaimer: str = DISCLAIMER
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    model: str
+    clip: bool = Field(description="whether similar-case retrieval is available")
+    in_flight: int
+    capacity: int
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS = {code: {"model": Problem} for code in (400, 413, 415, 422, 503)}
+
+
+# ---- wiring ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Services:
+    """Everything a request needs, created once per app."""
+    worker: BatchWorker
+    simplifier: Simplifier
+    model_name: str
+    clip: bool
+    max_bytes: int
+    max_pixels: int
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _as_dict(guard: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(guard):
+        return dataclasses.asdict(guard)
+    return dict(guard)
+
+
+def _infer(generator: Generator, retriever: Retriever | None) -> Callable[[list[Any]], list[dict]]:
+    """The worker's batch function: the generator on the whole batch, then retrieval per study."""
+    def run(items: list[tuple[np.ndarray, np.ndarray | None]]) -> list[dict]:
+        frontals, laterals = [f for f, _ in items], [lat for _, lat in items]
+        outs = generator.generate_batch(frontals, laterals)
+        for out, (frontal, lateral) in zip(outs, items):
+            out["similar_cases"] = retriever.search(frontal, lateral, N_SIMILAR) if retriever else None
+        return outs
+    return run
+
+
+def create_app(generator: Generator, simplifier: Simplifier | None = None, retriever: Retriever | None = None, *,
+               model_name: str = "model", max_upload_mb: float = 25, max_pixels: int = DEFAULT_MAX_PIXELS,
+               capacity: int = 32, max_batch: int = 8) -> FastAPI:
+    """Build the app around already-loaded models.
+
+    Args:
+        generator: report generator; `generate_batch(frontals, laterals)` -> one dict per study
+            with "report", "probabilities" and "attention" ((h, w) array or None).
+        simplifier: `simplify(report)` -> result with `.plain` and `.guard`; default `cxrgen.simplify.simplify`.
+        retriever: CLIP retrieval for similar training cases, or None (the page says it is unavailable).
+        max_upload_mb: limit per uploaded image (413 above it).
+        max_pixels: limit on width x height x frames, checked from the header before decoding (413).
+        capacity: requests held at once; the next one gets 503 instead of more memory.
+        max_batch: studies per model call.
+    """
+    if simplifier is None:
+        from cxrgen.simplify import simplify as simplifier
+    worker = BatchWorker(_infer(generator, retriever), capacity=capacity, max_batch=max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        worker.close()
+
+    # No /docs or /redoc: FastAPI's Swagger UI loads from a CDN and the page must work offline.
+    app = FastAPI(title="cxrgen", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description=f"Chest X-ray report drafts. {DISCLAIMER}")
+    app.state.services = Services(worker, simplifier, model_name, retriever is not None,
+                                  int(max_upload_mb * 2**20), max_pixels)
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(request: Request, exc: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.include_router(_routes())
+    return app
+
+
+def _compose(s: Services, views: dict[str, np.ndarray], result: Result, decode_s: float,
+             start: float) -> ReportOut:
+    """Model output -> response: plain version, previews, heatmap, timing."""
+    out = result.output
+    t0 = time.perf_counter()
+    simple = s.simplifier(out["report"])
+    simplify_s = time.perf_counter() - t0
+    frontal, size = render.preview(views["frontal"])
+    lateral = render.preview(views["lateral"])[0] if "lateral" in views else None
+    attention = out.get("attention")
+    return ReportOut(
+        report=out["report"], plain=simple.plain, guard=_as_dict(simple.guard), plain_note=simple.note,
+        probabilities={k: float(v) for k, v in out["probabilities"].items()},
+        similar_cases=out["similar_cases"],
+        heatmap=render.heatmap(attention, size) if attention is not None else None,
+        images=Images(frontal=frontal, lateral=lateral),
+        timing=Timing(decode_ms=1e3 * decode_s, queue_ms=1e3 * result.queue_s, model_ms=1e3 * result.batch_s,
+                      batch_size=result.batch_size, simplify_ms=1e3 * simplify_s,
+                      total_ms=1e3 * (time.perf_counter() - start)),
+    )
+
+
+def _routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"))
+
+    @router.get("/healthz", response_model=Health)
+    def healthz(s: ServicesDep) -> Health:
+        return Health(status="ok", version=__version__, model=s.model_name, clip=s.clip,
+                      in_flight=s.worker.in_flight, capacity=s.worker.capacity)
+
+    @router.post("/v1/reports", response_model=ReportOut, responses=ERRORS, openapi_extra=_REPORT_BODY,
+                 summary="Draft a report from a frontal (and optional lateral) chest X-ray")
+    async def reports(request: Request, s: ServicesDep) -> ReportOut:
+        start = time.perf_counter()
+        with s.worker.slot():  # bounds the uploads held in memory, not only the queue
+            files = await read_images(request, s.max_bytes)
+            views = {name: await run_in_threadpool(decode_upload, name, data, s.max_pixels)
+                     for name, data in files.items()}
+            del files  # the raw bytes are not needed past this point
+            decode_s = time.perf_counter() - start
+            try:
+                result = await s.worker.submit((views["frontal"], views.get("lateral")))
+            except Exception as e:
+                _logger.exception("report generation failed")
+                raise HTTPException(500, "report generation failed; see the server log") from e
+            return await run_in_threadpool(_compose, s, views, result, decode_s, start)
+
+    @router.post("/v1/simplify", response_model=SimplifyOut, responses=ERRORS,
+                 summary="Rewrite a report in plain language, checked against the original")
+    def simplify(body: SimplifyIn, s: ServicesDep) -> SimplifyOut:
+        simple = s.simplifier(body.report)
+        return SimplifyOut(plain=simple.plain, guard=_as_dict(simple.guard), plain_note=simple.note)
+
+    return router
+
+
+_BINARY = {"type": "string", "format": "binary"}
+# The body is parsed by hand (uploads must stay in memory), so its schema is declared here.
+_REPORT_BODY = {"requestBody": {"required": True, "description": HOW_TO, "content": {"multipart/form-data": {
+    "schema": {"type": "object", "required": ["frontal"], "additionalProperties": False,
+               "properties": {"frontal": {**_BINARY, "description": "frontal view: PNG, JPEG or DICOM"},
+                              "lateral": {**_BINARY, "description": "lateral view (optional)"}}}}}}}

@@ -1,0 +1,156 @@
+// cxrgen page: upload one or two views, POST /v1/reports, draw the answer. No libraries, works offline.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SVG = "http://www.w3.org/2000/svg";
+const files = { frontal: null, lateral: null };
+
+function setStatus(text, kind = "") {
+  $("status").textContent = text;
+  $("status").className = "status " + kind;
+}
+
+function choose(view, file) {
+  files[view] = file || null;
+  $(view + "-name").textContent = file ? `${file.name} (${(file.size / 1048576).toFixed(1)} MB)` : "";
+  $("drop-" + view).classList.toggle("chosen", !!file);
+  $("submit").disabled = !files.frontal;
+  if (files.frontal) setStatus("Ready.");
+}
+
+function wireDrop(view) {
+  const zone = $("drop-" + view);
+  const input = $(view + "-input");
+  input.addEventListener("change", () => choose(view, input.files[0]));
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    if (e.dataTransfer.files.length) choose(view, e.dataTransfer.files[0]);
+  });
+}
+
+function el(tag, attrs = {}, text = "") {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text) node.textContent = text;
+  return node;
+}
+
+// Horizontal bar chart of the 14 probabilities, in plain SVG.
+function drawChart(probabilities) {
+  const entries = Object.entries(probabilities);
+  const row = 24, labelW = 190, barW = 260, width = labelW + barW + 56;
+  const svg = el("svg:svg", { viewBox: `0 0 ${width} ${entries.length * row + 22}`, role: "img",
+    "aria-label": "finding probabilities" });
+  entries.forEach(([name, p], i) => {
+    const y = i * row;
+    const g = el("svg:g", { class: p >= 0.5 ? "bar high" : "bar" });
+    g.append(el("svg:text", { x: labelW - 8, y: y + 16, "text-anchor": "end", class: "label" }, name));
+    g.append(el("svg:rect", { x: labelW, y: y + 4, width: barW, height: row - 8, class: "track", rx: 3 }));
+    g.append(el("svg:rect", { x: labelW, y: y + 4, width: Math.max(1, p * barW), height: row - 8, class: "fill", rx: 3 }));
+    g.append(el("svg:text", { x: labelW + barW + 6, y: y + 16, class: "value" }, `${Math.round(p * 100)}%`));
+    g.append(el("svg:title", {}, `${name}: ${(p * 100).toFixed(1)}%`));
+    svg.append(g);
+  });
+  const x50 = labelW + barW / 2, bottom = entries.length * row;
+  svg.append(el("svg:line", { x1: x50, x2: x50, y1: 0, y2: bottom, class: "threshold" }));
+  svg.append(el("svg:text", { x: x50, y: bottom + 16, "text-anchor": "middle", class: "axis" }, "50%"));
+  $("chart").replaceChildren(svg);
+}
+
+function drawSimilar(cases) {
+  const box = $("similar");
+  if (!cases) {
+    box.replaceChildren(el("p", { class: "note" },
+      "Not available: the server was started without a CLIP model (cxrgen serve --clip DIR)."));
+    return;
+  }
+  const list = el("ol", { class: "cases" });
+  for (const c of cases) {
+    const item = el("li");
+    item.append(el("div", { class: "case-head" }, `Study ${c.study_id} · similarity ${c.score.toFixed(2)}`));
+    item.append(el("p", { class: "report" }, c.report));
+    list.append(item);
+  }
+  box.replaceChildren(cases.length ? list : el("p", { class: "note" }, "No similar cases found."));
+}
+
+function drawGuard(guard) {
+  const ok = guard.passed;
+  const text = ok === true ? "Checked: the plain version keeps every finding, negation and side of the draft."
+    : ok === false ? "Warning: the plain version could not be checked against the draft; read the draft."
+    : "";
+  $("guard").textContent = text;
+  $("guard").className = "guard " + (ok === false ? "bad" : "good");
+}
+
+function show(data) {
+  $("frontal-img").src = data.images.frontal;
+  $("heatmap").hidden = !data.heatmap || !$("heat-toggle").checked;
+  if (data.heatmap) $("heatmap").src = data.heatmap;
+  $("heat-controls").hidden = !data.heatmap;
+  $("lateral-figure").hidden = !data.images.lateral;
+  if (data.images.lateral) $("lateral-img").src = data.images.lateral;
+  $("findings").textContent = data.report || "(the model wrote nothing)";
+  $("plain").textContent = data.plain;
+  $("plain-note").textContent = data.plain_note;
+  drawGuard(data.guard || {});
+  drawChart(data.probabilities);
+  drawSimilar(data.similar_cases);
+  const t = data.timing;
+  $("timing").textContent = `Answered in ${(t.total_ms / 1000).toFixed(2)} s ` +
+    `(model ${(t.model_ms / 1000).toFixed(2)} s, batch of ${t.batch_size}).`;
+  $("results").hidden = false;
+}
+
+async function submit(event) {
+  event.preventDefault();
+  if (!files.frontal) return;
+  const form = new FormData();
+  form.append("frontal", files.frontal);
+  if (files.lateral) form.append("lateral", files.lateral);
+  $("submit").disabled = true;
+  setStatus("Writing the draft report…", "busy");
+  try {
+    const response = await fetch("/v1/reports", { method: "POST", body: form });
+    const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    if (!response.ok) {
+      const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+      setStatus(`Could not read the upload: ${detail}`, "error");
+      return;
+    }
+    show(data);
+    setStatus("Done. Review the draft below.", "done");
+  } catch (err) {
+    setStatus(`The server did not answer (${err.message}).`, "error");
+  } finally {
+    $("submit").disabled = !files.frontal;
+  }
+}
+
+function clearAll() {
+  $("upload").reset();
+  choose("frontal", null);
+  choose("lateral", null);
+  $("results").hidden = true;
+  setStatus("Choose a frontal image to start.");
+}
+
+async function health() {
+  try {
+    const h = await (await fetch("/healthz")).json();
+    $("server").textContent = `model ${h.model} · similar cases ${h.clip ? "on" : "off"} · v${h.version}`;
+  } catch {
+    $("server").textContent = "server not reachable";
+  }
+}
+
+wireDrop("frontal");
+wireDrop("lateral");
+$("upload").addEventListener("submit", submit);
+$("clear").addEventListener("click", clearAll);
+$("heat-toggle").addEventListener("change", (e) => { $("heatmap").hidden = !e.target.checked; });
+$("heat-opacity").addEventListener("input", (e) => { $("heatmap").style.opacity = e.target.value / 100; });
+health();

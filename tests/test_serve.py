@@ -1,0 +1,274 @@
+"""HTTP API: good uploads get a report, every kind of bad upload gets a clear 4xx, the server stays up.
+
+The API layer is tested against a small deterministic stand-in generator (fast, and it lets a
+test make the model fail or block); tests/test_serve_model.py serves a real checkpoint.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import re
+import struct
+import tempfile
+import threading
+import zlib
+
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from cxrgen.labeler import CONDITIONS
+from cxrgen.serve import create_app
+from cxrgen.serve.app import STATIC
+from cxrgen.serve.worker import BatchWorker, Busy
+
+
+class StandInGenerator:
+    """Report and probabilities from image brightness; attention = the image on an 8x8 grid."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.fail = False
+
+    def generate_batch(self, frontals, laterals):
+        if self.fail:
+            raise RuntimeError("boom")
+        self.batches.append(len(frontals))
+        outs = []
+        for f, lat in zip(frontals, laterals):
+            mean = float(f.mean()) / 255
+            report = "The heart is enlarged. Small left pleural effusion." if mean > 0.5 else \
+                "The lungs are clear. No pleural effusion or pneumothorax."
+            outs.append({"report": report + (" Lateral view seen." if lat is not None else ""),
+                         "probabilities": {c: mean * (i + 1) / len(CONDITIONS) for i, c in enumerate(CONDITIONS)},
+                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32)})
+        return outs
+
+
+def png(width: int = 64, height: int = 80, value: int = 200, noise: bool = False) -> bytes:
+    arr = np.random.default_rng(0).integers(0, 256, (height, width), np.uint8) if noise \
+        else np.full((height, width), value, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dicom(with_pixels: bool = True) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME2"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 48, 40, 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if with_pixels:
+        ds.PixelData = (np.arange(48 * 40, dtype=np.uint16) % 4096).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def png_bomb(side: int = 100_000) -> bytes:
+    """A valid 1-kB PNG whose header claims side x side pixels (10 gigapixels by default)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = zlib.compress(b"\x00" * 1000)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def generator() -> StandInGenerator:
+    return StandInGenerator()
+
+
+@pytest.fixture
+def client(generator):
+    with TestClient(create_app(generator, model_name="stand-in", max_upload_mb=1)) as c:
+        yield c
+
+
+def post(client, **files):
+    return client.post("/v1/reports", files={k: (f"{k}.png", v) for k, v in files.items()})
+
+
+def test_report_from_a_png(client):
+    r = post(client, frontal=png(value=220))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["report"].startswith("The heart is enlarged")
+    assert "heart" in body["plain"].lower() and body["guard"]["passed"] is True
+    assert list(body["probabilities"]) == list(CONDITIONS)
+    assert body["similar_cases"] is None  # no --clip
+    assert body["heatmap"].startswith("data:image/png;base64,")
+    assert body["images"]["frontal"].startswith("data:image/jpeg;base64,") and body["images"]["lateral"] is None
+    assert body["timing"]["batch_size"] == 1 and body["timing"]["total_ms"] > 0
+    assert "not a diagnosis" in body["disclaimer"]
+
+
+def _size(data_url: str) -> tuple[int, int]:
+    return Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).size
+
+
+def test_heatmap_matches_preview_size(client):
+    body = post(client, frontal=png(width=1000, height=800)).json()
+    assert _size(body["images"]["frontal"]) == _size(body["heatmap"]) == (512, 410)
+
+
+def test_lateral_and_dicom(client):
+    r = post(client, frontal=dicom(), lateral=png(value=10))
+    assert r.status_code == 200, r.text
+    assert r.json()["report"].endswith("Lateral view seen.")
+    assert r.json()["images"]["lateral"].startswith("data:image/jpeg")
+
+
+def test_real_smoke_image(generator, shared_iu):
+    path = sorted((shared_iu / "smoke" / "images").glob("*.png"))[0]
+    with TestClient(create_app(generator)) as c:  # default 25 MB limit
+        r = c.post("/v1/reports", files={"frontal": (path.name, path.read_bytes(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["report"] and r.json()["timing"]["decode_ms"] > 0
+
+
+BAD = {
+    "text with a .png name": (lambda: {"frontal": ("x.png", b"hello, I am not an image" * 10)}, 415, "not a PNG, JPEG or DICOM"),
+    "html with a .jpg name": (lambda: {"frontal": ("x.jpg", b"<html><body>hi</body></html>")}, 415, "not a PNG, JPEG or DICOM"),
+    "gif": (lambda: {"frontal": ("x.gif", _gif())}, 415, "GIF"),
+    "zero bytes": (lambda: {"frontal": ("x.png", b"")}, 400, "empty"),
+    "truncated png": (lambda: {"frontal": ("x.png", png(noise=True)[:3000])}, 422, "truncated"),
+    "oversized": (lambda: {"frontal": ("x.png", png(1200, 1200, noise=True))}, 413, "limit"),
+    "decompression bomb": (lambda: {"frontal": ("x.png", png_bomb())}, 413, "too many pixels"),
+    "above the pixel limit": (lambda: {"frontal": ("x.png", png_bomb(8000))}, 413, "8000x8000 pixels"),
+    "dicom without pixels": (lambda: {"frontal": ("x.dcm", dicom(with_pixels=False))}, 422, "no pixel data"),
+    "wrong field name": (lambda: {"image": ("x.png", png())}, 422, "unexpected form field 'image'"),
+    "lateral only": (lambda: {"lateral": ("x.png", png())}, 422, "missing form field 'frontal'"),
+}
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_upload_gets_clear_4xx_and_server_stays_up(client, case):
+    files, status, message = BAD[case]
+    r = client.post("/v1/reports", files=files())
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert post(client, frontal=png()).status_code == 200  # still serving
+
+
+def test_text_field_and_non_multipart_bodies(client):
+    r = client.post("/v1/reports", data={"frontal": "not a file"}, files={"lateral": ("l.png", png())})
+    assert r.status_code == 422 and "must be a file" in r.json()["detail"]
+    r = client.post("/v1/reports", json={"frontal": "x"})
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
+    r = client.post("/v1/reports", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 400 and "multipart" in r.json()["detail"]
+
+
+def test_body_limit_from_declared_length(client):
+    r = client.post("/v1/reports", content=b"x" * (3 * 2**20),
+                    headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413
+
+
+def test_uploads_never_touch_disk(client, monkeypatch):
+    """Starlette spools parts over 1 MB to a temp file; ours must not."""
+    def no_disk(*args, **kwargs):
+        raise AssertionError("upload was written to a temporary file")
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_disk)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_disk)
+    big = png(2000, 2000, noise=True)
+    assert len(big) > 2**20
+    with TestClient(create_app(StandInGenerator(), max_upload_mb=8)) as c:
+        assert post(c, frontal=big).status_code == 200
+
+
+def test_model_failure_is_a_500_and_worker_survives(client, generator):
+    generator.fail = True
+    r = post(client, frontal=png())
+    assert r.status_code == 500 and "report generation failed" in r.json()["detail"]
+    generator.fail = False
+    assert post(client, frontal=png()).status_code == 200
+
+
+def test_full_server_answers_503(generator):
+    app = create_app(generator, capacity=1)
+    with TestClient(app) as c, app.state.services.worker.slot():
+        r = post(c, frontal=png())
+        assert r.status_code == 503 and "busy" in r.json()["detail"]
+        assert r.headers["retry-after"] == "1"
+    with TestClient(app) as c:
+        assert post(c, frontal=png()).status_code == 200
+
+
+def test_worker_batches_queued_jobs():
+    """Jobs that arrive while the model is busy go through together, in order."""
+    entered, gate, seen = threading.Event(), threading.Event(), []
+
+    def fn(items):
+        entered.set()
+        gate.wait(5)
+        seen.append(list(items))
+        return [i * 10 for i in items]
+
+    worker = BatchWorker(fn, capacity=8, max_batch=4)
+
+    async def burst():
+        first = asyncio.create_task(worker.submit(0))
+        await asyncio.to_thread(entered.wait, 5)  # the model is now busy with job 0
+        rest = [asyncio.create_task(worker.submit(i)) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(burst())
+    worker.close()
+    assert [r.output for r in results] == [0, 10, 20, 30, 40, 50]
+    assert seen == [[0], [1, 2, 3, 4], [5]]
+    assert [r.batch_size for r in results] == [1, 4, 4, 4, 4, 1]
+
+
+def test_slots_are_bounded_and_released():
+    worker = BatchWorker(lambda items: items, capacity=2)
+    with worker.slot(), worker.slot():
+        with pytest.raises(Busy):
+            with worker.slot():
+                pass
+    assert worker.in_flight == 0
+
+
+def test_simplify_endpoint(client):
+    r = client.post("/v1/simplify", json={"report": "Mild cardiomegaly. No pneumothorax or pleural effusion."})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["guard"]["passed"] is True and "heart" in body["plain"].lower()
+    assert client.post("/v1/simplify", json={"report": ""}).status_code == 422
+    assert client.post("/v1/simplify", json={"text": "x"}).status_code == 422
+
+
+def test_healthz_and_page(client):
+    h = client.get("/healthz").json()
+    assert h == {**h, "status": "ok", "model": "stand-in", "clip": False, "in_flight": 0, "capacity": 32}
+    page = client.get("/")
+    assert page.status_code == 200 and "Not for clinical use" in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+
+
+def test_page_loads_nothing_from_the_network():
+    """Offline: every URL in the page's files is relative to this server."""
+    for f in STATIC.iterdir():
+        text = f.read_text()
+        external = [u for u in re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"')]*", text) if "www.w3.org/2000/svg" not in u]
+        assert not external, f"{f.name} loads {external}"
