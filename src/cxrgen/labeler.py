@@ -117,7 +117,8 @@ _ANATOMY: tuple[tuple[str, str, str, int | None], ...] = (
 )
 
 # --- cues ----------------------------------------------------------------------------------------
-_TERM_RE = re.compile("|".join(rf"(?P<t{i}>\b(?:{pat})\b)" for i, (_, _, pat) in enumerate(_TERMS)))
+# One alternation behind a single word boundary: the engine tries the terms only at word starts.
+_TERM_RE = re.compile(r"\b(?:" + "|".join(rf"(?P<t{i}>{pat})" for i, (_, _, pat) in enumerate(_TERMS)) + r")\b")
 _ANATOMY_RES = tuple(re.compile(pat) for _, _, pat, _ in _ANATOMY)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|\s(?=\d\.\s)")
 # Clause breaks stop the reach of a cue: "no effusion, but small pneumothorax".
