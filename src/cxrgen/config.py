@@ -1,0 +1,132 @@
+"""Run configuration: small dataclasses that map 1:1 to the YAML files in configs/.
+
+A config file holds up to three sections (`model`, `train`, `decode`); any field can be
+overridden with `section.field=value` strings (values parsed as YAML, so `true`, `3e-4`
+and `[1, 2]` work). The resolved config is saved with every run and every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cxrgen.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "efficientnet_lite0"  # see cxrgen.models.encoders.list_encoders()
+    pretrained: bool = True  # ImageNet weights when available offline; random init (warned) otherwise
+    encoder_weights: str | None = None  # local weight file for timm encoders
+    image_size: int = 224  # images are resized to a square of this side
+    d_model: int = 256
+    n_layer: int = 3
+    n_head: int = 8
+    dropout: float = 0.1
+    max_len: int = 100  # report tokens incl. BOS/EOS; IU findings rarely exceed 90 WordPieces
+    label_prefix: bool = True  # feed the classifier's own predicted probabilities to the decoder as a memory token
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "frozen"  # "frozen": encoder features computed once and cached; "finetune": end-to-end
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    encoder_lr: float = 5e-5  # finetune mode only
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05  # fraction of all optimizer steps spent in linear warmup
+    grad_clip: float = 1.0
+    cls_weight: float = 0.5  # weight of the auxiliary 14-way finding BCE loss
+    label_smoothing: float = 0.0
+    early_stop_margin: float = 0.05  # stop once val loss exceeds its minimum by this much (the seed's rule)
+    select_metric: str = "cider"  # checkpoint selection: "cider" (greedy decodes of val) or "loss"
+    val_decode_limit: int = 300  # studies decoded per validation pass for the selection metric
+    precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU; or any Lightning precision string
+    num_workers: int = 0
+    seed: int = 42
+    min_token_freq: int = 2  # tokenizer vocabulary: WordPieces seen at least this often in training reports
+
+
+@dataclass
+class DecodeConfig:
+    beam_size: int = 3
+    max_len: int = 100
+    length_penalty: float = 1.0  # final score = sum log p / length ** length_penalty
+    no_repeat_ngram: int = 3  # 0 disables
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        cfg = cls()
+        for section, values in (d or {}).items():
+            if section not in _SECTIONS:
+                raise UserError(f"unknown config section {section!r} (expected one of {sorted(_SECTIONS)})")
+            for key, value in (values or {}).items():
+                _set_field(cfg, section, key, value)
+        return cfg
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else yaml.safe_dump(self.to_dict(), sort_keys=False)
+        path.write_text(text)
+
+
+_SECTIONS = {f.name for f in dataclasses.fields(Config)}
+
+
+def _set_field(cfg: Config, section: str, key: str, value: Any) -> None:
+    obj = getattr(cfg, section)
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in names:
+        raise UserError(f"unknown config field {section}.{key} (known: {', '.join(sorted(names))})")
+    current = getattr(obj, key)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise UserError(f"{section}.{key} must be true or false, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if current is not None and value is not None and not isinstance(value, type(current)):
+        raise UserError(f"{section}.{key} expects {type(current).__name__}, got {value!r}")
+    setattr(obj, key, value)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.field=value` strings in order (later wins)."""
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not sep or not dot:
+            raise UserError(f"override {item!r} must look like section.field=value, e.g. model.d_model=256")
+        if section not in _SECTIONS:
+            raise UserError(f"unknown config section {section!r} in {item!r}")
+        _set_field(cfg, section, key, yaml.safe_load(raw) if raw.strip() else None)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML (or JSON) config, then apply overrides. `path=None` gives the defaults."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"cannot parse config {path}: {e}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config {path} must be a mapping of sections")
+    return apply_overrides(Config.from_dict(data), overrides or [])

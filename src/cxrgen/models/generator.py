@@ -1,0 +1,188 @@
+"""The report generator: shared image encoder over two views -> memory tokens -> transformer decoder.
+
+`ReportModel` is the nn.Module (what training optimises). `ReportGenerator` wraps a trained
+model with its tokenizer and config for inference on numpy images (what the CLI and the web
+server call).
+
+Views follow R2Gen: frontal and lateral go through the same encoder and their tokens are
+concatenated, each tagged with a learned view embedding; a missing lateral is masked out of
+cross-attention. An auxiliary 14-way classifier reads the pooled image tokens; with
+`label_prefix`, its *own predicted* probabilities become one extra memory token. Reference
+labels are only ever a training target, never an input.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cxrgen.config import Config, ModelConfig
+from cxrgen.models.decoder import DecoderConfig, TransformerDecoder
+from cxrgen.models.encoders import create_encoder
+
+N_CONDITIONS = 14  # cxrgen.labeler.CONDITIONS, in CheXpert column order
+
+
+@dataclass
+class Memory:
+    """What the decoder attends to."""
+    tokens: torch.Tensor  # (B, S, d_model), S = prefix + 2 * n_patches
+    mask: torch.Tensor  # (B, S) bool, True = real token (False for an absent lateral view)
+    cls_logits: torch.Tensor  # (B, 14) auxiliary finding classifier
+    n_patches: int  # tokens per view (a square grid)
+    prefix: int  # leading non-image tokens (1 with label_prefix)
+
+    def repeat(self, k: int) -> Memory:
+        """Each row repeated k times (row-major), for beam search."""
+        r = lambda t: t.repeat_interleave(k, dim=0)
+        return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix)
+
+
+def grid_positions(n: int, dim: int) -> torch.Tensor:
+    """Fixed 2D sine-cosine embedding (n, dim) for a square grid of n patches, any image size."""
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"expected a square token grid, got {n} tokens")
+    quarter = dim // 4
+    freq = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32), indexing="ij")
+    parts = [f(c.reshape(-1, 1) * freq) for c in (ys, xs) for f in (torch.sin, torch.cos)]
+    pos = torch.cat(parts, dim=1)  # (n, 4 * quarter)
+    return nn.functional.pad(pos, (0, dim - pos.shape[1]))
+
+
+class ReportModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, pretrained: bool | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.encoder = create_encoder(cfg.encoder, cfg.pretrained if pretrained is None else pretrained, cfg.encoder_weights)
+        self.proj = nn.Sequential(nn.Linear(self.encoder.out_dim, d), nn.LayerNorm(d))
+        self.view_emb = nn.Embedding(3, d)  # 0 frontal, 1 lateral, 2 label prefix
+        self.classifier = nn.Linear(d, N_CONDITIONS)
+        self.label_proj = nn.Linear(N_CONDITIONS, d) if cfg.label_prefix else None
+        self.decoder = TransformerDecoder(DecoderConfig(vocab_size, d, cfg.n_layer, cfg.n_head, cfg.max_len, cfg.dropout))
+
+    def encode_views(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        """Images (B, 2, 1, H, W) in [0, 1] -> encoder tokens (B, 2, N, C); absent laterals are not encoded."""
+        front = self.encoder(images[:, 0])  # (B, N, C)
+        feats = torch.zeros(front.shape[0], 2, *front.shape[1:], dtype=front.dtype, device=front.device)
+        feats[:, 0] = front
+        has_lat = view_mask[:, 1]
+        if has_lat.any():
+            feats[has_lat, 1] = self.encoder(images[has_lat, 1])
+        return feats
+
+    def memory_from_features(self, feats: torch.Tensor, view_mask: torch.Tensor) -> Memory:
+        """Encoder tokens (B, 2, N, C) (live or cached) -> decoder memory and classifier logits."""
+        B, V, N, _ = feats.shape
+        x = self.proj(feats)  # (B, 2, N, d)
+        x = x + self.view_emb.weight[:V, None, :] + grid_positions(N, x.shape[-1]).to(x)
+        x = x.reshape(B, V * N, -1)
+        mask = view_mask.repeat_interleave(N, dim=1)  # (B, 2N)
+        w = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * w).sum(1) / w.sum(1).clamp(min=1)
+        cls_logits = self.classifier(pooled)
+        if self.label_proj is None:
+            return Memory(x, mask, cls_logits, N, 0)
+        prefix = self.label_proj(torch.sigmoid(cls_logits)) + self.view_emb.weight[2]  # model's own predictions only
+        tokens = torch.cat([prefix.unsqueeze(1), x], dim=1)
+        mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        return Memory(tokens, mask, cls_logits, N, 1)
+
+    def encode(self, images: torch.Tensor, view_mask: torch.Tensor | None = None) -> Memory:
+        if view_mask is None:
+            view_mask = torch.ones(images.shape[0], 2, dtype=torch.bool, device=images.device)
+        return self.memory_from_features(self.encode_views(images, view_mask), view_mask)
+
+    def decode(self, memory: Memory, input_ids: torch.Tensor | None = None,
+               inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V); pass soft-token `inputs_embeds` (B, T, d) instead of ids if wanted."""
+        if inputs_embeds is None:
+            inputs_embeds = self.decoder.embed(input_ids)
+        return self.decoder(inputs_embeds, memory.tokens, memory.mask)[0]
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """images (B, 2, 1, H, W) in [0, 1], input_ids (B, T) starting with BOS -> logits (B, T, V)."""
+        return self.decode(self.encode(images, view_mask), input_ids)
+
+
+def images_to_tensor(frontals: list[np.ndarray], laterals: list[np.ndarray | None], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 grey (or RGB) arrays -> (images (B, 2, 1, size, size) in [0, 1], view_mask (B, 2))."""
+    from cxrgen.data.images import resize
+
+    def prep(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a)
+        if a.ndim == 3:  # RGB(A) upload: the model reads grey
+            a = a[..., :3].mean(-1)
+        if a.ndim != 2:
+            raise ValueError(f"expected an HxW image, got shape {a.shape}")
+        return resize(a.astype(np.uint8), size)
+
+    if len(frontals) != len(laterals):
+        raise ValueError("frontals and laterals must have the same length (None for a missing lateral)")
+    out = np.zeros((len(frontals), 2, 1, size, size), np.uint8)
+    mask = np.zeros((len(frontals), 2), bool)
+    for i, (f, lat) in enumerate(zip(frontals, laterals)):
+        out[i, 0, 0], mask[i, 0] = prep(f), True
+        if lat is not None:
+            out[i, 1, 0], mask[i, 1] = prep(lat), True
+    return torch.from_numpy(out).float().div_(255), torch.from_numpy(mask)
+
+
+class ReportGenerator:
+    """Inference wrapper: numpy images in, report + finding probabilities + attention map out."""
+
+    def __init__(self, model: ReportModel, tokenizer, config: Config, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
+        from cxrgen.checkpoint import load_checkpoint
+
+        model, tokenizer, config, _ = load_checkpoint(directory)
+        return cls(model, tokenizer, config, device)
+
+    @torch.no_grad()
+    def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
+                       beam_size: int | None = None, max_len: int | None = None,
+                       return_attention: bool = True) -> list[dict]:
+        """One dict per study: {"report", "probabilities": {condition: p}, "attention": (h, w) array or None}.
+
+        The attention map is the last decoder layer's cross-attention over the frontal view's
+        patches, averaged over heads and generated tokens, scaled to max 1.
+        """
+        from cxrgen.decoding import generate
+        from cxrgen.labeler import CONDITIONS
+
+        laterals = laterals if laterals is not None else [None] * len(frontals)
+        images, view_mask = images_to_tensor(frontals, laterals, self.config.model.image_size)
+        memory = self.model.encode(images.to(self.device), view_mask.to(self.device))
+        dc = self.config.decode
+        out = generate(self.model.decoder, memory, self.tokenizer.bos_id, self.tokenizer.eos_id,
+                       beam_size=beam_size or dc.beam_size, max_len=max_len or dc.max_len,
+                       length_penalty=dc.length_penalty, no_repeat_ngram=dc.no_repeat_ngram,
+                       return_attention=return_attention)
+        probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
+        results = []
+        for i, ids in enumerate(out.sequences):
+            att = None
+            if out.attention is not None:
+                side = math.isqrt(memory.n_patches)
+                a = out.attention[i, memory.prefix:memory.prefix + memory.n_patches].float().cpu().numpy()
+                att = (a / max(a.max(), 1e-12)).reshape(side, side).astype(np.float32)
+            results.append({"report": self.tokenizer.decode(ids),
+                            "probabilities": {c: float(p) for c, p in zip(CONDITIONS, probs[i])},
+                            "attention": att})
+        return results
+
+    def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:
+        """Single study; same keyword arguments and result as `generate_batch`."""
+        return self.generate_batch([frontal], [lateral], **kwargs)[0]
