@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from cxrgen.data.iu import load_iu_reports
 from cxrgen.data.layouts.openi import r2gen_split, study_key
 from cxrgen.data.studies import ImageRef, Problem, Study
 
@@ -40,6 +41,7 @@ def read_kaggle(root: str | Path, problems: list[Problem] | None = None) -> list
         view = _VIEWS.get(row["projection"].strip().lower())
         by_uid.setdefault(row["uid"], []).append(ImageRef(images / row["filename"], view, Path(row["filename"]).stem))
     split = r2gen_split()
+    openi_ids = {st.meta["uid"]: st.id for st in load_iu_reports()}
     studies, seen = [], set()
     fields = {"uid", "findings", "impression"}
     for line, row in _rows(root / "indiana_reports.csv", problems, fields):
@@ -49,8 +51,8 @@ def read_kaggle(root: str | Path, problems: list[Problem] | None = None) -> list
             continue
         seen.add(uid)
         refs = sorted(by_uid.get(uid, []), key=lambda r: r.view == "LL")  # frontal first
-        # Kaggle file names look like "1_IM-0001-4001.dcm.png": recover R2Gen's study id for the split.
-        sid = study_key("CXR" + refs[0].image_id.split(".")[0]) if refs else f"CXR{uid}"
+        # Kaggle's uid is the Open-i report number: take the study id (and so R2Gen's split) from there.
+        sid = openi_ids.get(f"CXR{uid}") or (study_key("CXR" + refs[0].image_id.split(".")[0]) if refs else f"CXR{uid}")
         studies.append(Study(
             id=sid,
             split=split.get(sid),

@@ -89,10 +89,12 @@ def read_manifest(path: str | Path, problems: list[Problem] | None = None) -> li
             for i, c in enumerate(cells)
         ]
         if sid in studies:
-            if "id" not in row:
-                problems.append(Problem(where, f"duplicate id {sid}"))
-            else:  # one row per image of the same study
+            # A repeated id with the same report is one row per image of that study;
+            # with a different report it is a real duplicate.
+            if "id" in row and " ".join(str(row[text_col]).split()) == studies[sid].findings:
                 studies[sid].images.extend(refs)
+            else:
+                problems.append(Problem(where, f"duplicate id {sid}"))
             continue
         split = _SPLITS.get(str(row.get("split") or "").strip().lower()) or hash_split(sid)
         studies[sid] = Study(

@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from cxrgen.data.studies import ImageRef, Study
+from cxrgen.data.studies import ImageRef, Problem, Study
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def r2gen_split() -> dict[str, str]:
     return {sid: split for split, sids in ids.items() for sid in sids}
 
 
-def read_openi(images_dir: Path | None = None, reports: Path | None = None, errors: list | None = None) -> list[Study]:
+def read_openi(images_dir: Path | None = None, reports: Path | None = None, errors: list[Problem] | None = None) -> list[Study]:
     """All Open-i studies. `images_dir` holds `<image id>.png` (NLMCXR_png); without it, image
     paths are None (text-only use: the bundled reports). Files absent from `images_dir` keep
     their path, so `cxrgen data check` reports them and training skips them. Views: DICOM metadata first, then the
@@ -112,7 +112,7 @@ def read_openi(images_dir: Path | None = None, reports: Path | None = None, erro
         except ReportParseError as e:
             if errors is None:
                 raise
-            errors.append((name, str(e)))
+            errors.append(Problem(name, str(e).split(': ', 1)[-1]))
             continue
         ids = rep["image_ids"]
         images = []
