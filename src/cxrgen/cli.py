@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chest X-ray report generation. Research prototype: output is a draft, not a diagnosis.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
@@ -45,9 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"error: file not found: {e.filename or e}", file=sys.stderr)
         return 2
+    except PermissionError as e:
+        print(f"error: permission denied: {e.filename or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # an unexpected failure: one line, the traceback only on request
+        if args.debug:
+            raise
+        print(f"error: {e.__class__.__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
