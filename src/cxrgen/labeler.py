@@ -104,7 +104,7 @@ for _finding, _obs, _ in _TERMS:
 # Statements about the heart and mediastinum: "heart size is normal", "mediastinum is widened".
 _HEART = r"(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?"
 _MEDIA = r"(?:mediastin(?:um|al)(?: size| contours?| silhouette| width)?|cardiomediastinal(?: size| silhouette| contours?| structures)?)"
-_NORMAL = r"(?:normal|within normal limits|unremarkable|not enlarged)"
+_NORMAL = r"(?:normal|within normal limits|within (?:the )?limits of normal|unremarkable|not enlarged)"
 _BORDERLINE = r"(?:(?:at |the )*(?:upper|top) (?:limits? of )?normal|top-normal|borderline)"
 _BIG = rf"(?:{_BORDERLINE}|enlarged|enlargement|increased|large|prominent|widened|widening)"
 _GAP_NO_NORMAL = r"(?:(?!\bnormal|\bnot\b|\bno\b)[^.;,]){0,40}?"
@@ -135,7 +135,8 @@ _NEGATION_PRE = re.compile(
 # "no change", "not changed": not negations of what follows.
 _PSEUDO_NEG = re.compile(r"\b(?:no|without) (?:significant |interval |appreciable |substantial )?(?:change|increase|decrease|worsening|progression)|\bnot (?:changed|increased)|\bnot only\b")
 _NEGATION_POST = re.compile(
-    r"^[^.;]{0,30}?\b(?:(?:is|are|was|were|has|have)\s+)?(?:(?:been\s+)?(?:not\s+(?:seen|identified|present|evident|demonstrated|appreciated|visualized|visible|noted|detected|well-seen|apparent))|absent|resolved|cleared|removed|no longer (?:seen|present|visible)|negative)\b")
+    r"^[^.;]{0,30}?\b(?:(?:is|are|was|were|has|have)\s+)?(?:(?:been\s+)?(?:not\s+(?:seen|identified|present|evident|demonstrated|appreciated|visualized|visible|noted|detected|well-seen|apparent))|absent|resolved|cleared|removed|no longer (?:seen|present|visible)|negative|"
+    r"(?:appears?\s+|appear\s+)?(?:within (?:normal limits|(?:the )?limits of normal)|normal|unremarkable))\b")
 _UNCERTAIN_POST = re.compile(
     r"^[^.;]{0,25}?\b(?:(?:is|are)\s+)?(?:possible|possibly|suspected|questioned|likely|not (?:entirely |completely )?(?:excluded|ruled out)|"
     r"cannot be (?:excluded|ruled out)|can not be excluded|versus|vs|or|and/or)\b")
