@@ -1,6 +1,6 @@
 """Agreement of cxrgen's labeler with the CheXpert labeler's output on IU X-ray reports.
 
-Usage: python bench/labeler_agreement.py [--reference CSV] [--disagreements CLASS] [--limit N]
+Usage: python bench/labeler_agreement.py [--reference CSV] [--disagreements CLASS] [--limit N] [--audit N --seed S]
 The reference holds CheXpert-labeler labels for 3,199 IU reports (findings + impression); it is
 another labeler, not ground truth. Prints a Markdown table: per-class precision, recall and F1 of
 the positive class (reference as truth), exact 4-way agreement (1/0/-1/blank), and the micro-F1
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import random
 from pathlib import Path
 
 from cxrgen.labeler import CONDITIONS, label
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE)
     parser.add_argument("--disagreements", metavar="CLASS", help="print reports where the positive label differs")
     parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--audit", type=int, default=0, metavar="N",
+                        help="print N random disagreements on the positive class (any class) to read and judge")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rows = load_reference(args.reference)
     predictions = [label(r["text"]) for r in rows]
@@ -72,6 +76,12 @@ def main() -> None:
             if (r["reference"][c] == 1) != (p[c] == 1) and shown < args.limit:
                 shown += 1
                 print(f"\nuid {r['uid']}: reference {r['reference'][c]} ours {p[c]}\n  {r['text']}")
+    if args.audit:
+        pairs = [(r, c, p[c]) for r, p in zip(rows, predictions) for c in CONDITIONS[1:]
+                 if (r["reference"][c] == 1) != (p[c] == 1)]
+        print(f"\n{len(pairs)} disagreements; {args.audit} drawn with seed {args.seed}:")
+        for r, c, ours in random.Random(args.seed).sample(pairs, args.audit):
+            print(f"\nuid {r['uid']} {c}: reference {r['reference'][c]} ours {ours}\n  {r['text']}")
 
 
 if __name__ == "__main__":
