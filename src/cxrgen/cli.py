@@ -14,6 +14,7 @@ from cxrgen.errors import UserError
 
 COMMANDS = [
     "cxrgen.commands.data",  # data stats / data check / data phantom
+    "cxrgen.commands.demo",  # demo: the main job end to end
     "cxrgen.commands.label",  # label: CheXpert-style labels for a CSV/JSONL of reports
     "cxrgen.commands.serve",  # serve: web page + HTTP API
 ]

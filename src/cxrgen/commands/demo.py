@@ -1,0 +1,56 @@
+"""`cxrgen demo`: the main job end to end on the built-in default data.
+
+phantom IU X-ray (drawn from the 3,955 real reports) -> train the default model (frozen encoder,
+cached features) -> generate for R2Gen's test split -> evaluate beside the trivial baselines ->
+a results page. Each stage is the same CLI command a user would run; a finished stage is reused,
+so an interrupted demo resumes.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cxrgen.errors import UserError
+
+
+def _run(argv: list[str]) -> None:
+    from cxrgen.cli import main
+
+    print(f"\n$ cxrgen {' '.join(argv)}", flush=True)
+    code = main(argv)
+    if code:
+        raise UserError(f"stage `cxrgen {argv[0]}` failed (exit {code}); fix the message above and rerun `make demo`")
+
+
+def _demo(args) -> int:
+    from cxrgen.results_page import write_results_page
+
+    out = Path(args.out)
+    phantom, run = out / "phantom", out / "run"
+    preds, evaluation = run / "predictions_test.jsonl", run / "eval"
+    start = time.time()
+    if not (phantom / "annotation.json").exists():
+        cmd = ["data", "phantom", "--out", str(phantom), "--size", str(args.size)]
+        _run(cmd + (["--limit", str(args.limit)] if args.limit else []))
+    if not (run / "model" / "model.safetensors").exists():
+        cmd = ["train", "--config", args.config, "--data", f"phantom:{phantom}", "--output", str(run)]
+        _run(cmd + (["--epochs", str(args.epochs)] if args.epochs else []))
+    if not preds.exists():
+        _run(["generate", "--model", str(run / "model"), "--data", f"phantom:{phantom}", "--split", "test",
+              "--output", str(preds)])
+    _run(["eval", "--predictions", str(preds), "--dataset", f"phantom:{phantom}", "--split", "test",
+          "--output", str(evaluation), "--with-baselines"])
+    page = write_results_page(out, phantom, run, preds, evaluation)
+    print(f"\nDemo finished in {time.time() - start:.0f} s. Results page: {page}")
+    print("Research prototype: the reports are drafts, not diagnoses.")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="phantom data -> train -> generate -> evaluate -> results page")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--config", default="configs/default.yaml")
+    p.add_argument("--size", type=int, default=256, help="phantom image size in pixels")
+    p.add_argument("--limit", type=int, default=None, help="only the first N phantom studies (a quick run)")
+    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    p.set_defaults(func=_demo)
