@@ -13,6 +13,7 @@ import struct
 import tempfile
 import threading
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -22,6 +23,7 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from cxrgen.cli import main
 from cxrgen.labeler import CONDITIONS
 from cxrgen.serve import create_app
 from cxrgen.serve.app import STATIC
@@ -82,6 +84,29 @@ def png_bomb(side: int = 100_000) -> bytes:
     rows = zlib.compress(b"\x00" * 1000)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def make_tiny_checkpoint(directory: Path) -> Path:
+    """A randomly initialised model saved through the real checkpoint code (a few MB, seconds on a CPU)."""
+    import torch
+
+    from cxrgen.checkpoint import save_checkpoint
+    from cxrgen.config import Config
+    from cxrgen.data.tokenizer import ReportTokenizer
+    from cxrgen.models.generator import ReportModel
+
+    cfg = Config.from_dict({"model": {"encoder": "resnet18", "pretrained": False, "image_size": 128, "d_model": 32,
+                                      "n_layer": 1, "n_head": 2, "max_len": 24},
+                            "decode": {"beam_size": 1, "max_len": 20}})
+    tok = ReportTokenizer.build(["The heart is normal in size. No pleural effusion or pneumothorax.",
+                                 "Mild cardiomegaly. Small left pleural effusion. The lungs are clear."])
+    torch.manual_seed(0)
+    return save_checkpoint(directory, ReportModel(cfg.model, len(tok), pretrained=False), tok, cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny")
 
 
 @pytest.fixture
@@ -272,3 +297,34 @@ def test_page_loads_nothing_from_the_network():
         text = f.read_text()
         external = [u for u in re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"')]*", text) if "www.w3.org/2000/svg" not in u]
         assert not external, f"{f.name} loads {external}"
+
+
+def test_real_checkpoint_end_to_end(tiny_model):
+    from cxrgen.models.generator import ReportGenerator
+
+    app = create_app(ReportGenerator.from_pretrained(tiny_model), model_name="tiny")
+    with TestClient(app) as c:
+        r = post(c, frontal=png(300, 360, noise=True), lateral=dicom())
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert isinstance(body["report"], str) and body["report"]  # random weights: words, not sense
+        assert list(body["probabilities"]) == list(CONDITIONS)
+        assert all(0 <= p <= 1 for p in body["probabilities"].values())
+        assert _size(body["heatmap"]) == _size(body["images"]["frontal"])
+
+
+def test_cli_serve_binds_loopback_and_logs_it(tiny_model, monkeypatch, caplog):
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    with caplog.at_level("INFO"):
+        assert main(["serve", "--model", str(tiny_model), "--port", "8123"]) == 0
+    assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8123
+    assert "http://127.0.0.1:8123 (loopback only" in caplog.text
+
+
+def test_cli_serve_bad_model_dir_is_one_line(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err

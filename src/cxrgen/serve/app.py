@@ -103,7 +103,8 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS = {code: {"model": Problem} for code in (400, 413, 415, 422, 503)}
+# Error bodies are {"detail": "message"}; /v1/simplify keeps FastAPI's own 422 for schema errors.
+UPLOAD_ERRORS = {code: {"model": Problem} for code in (400, 413, 415, 422, 503)}
 
 
 # ---- wiring ----------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def _routes() -> APIRouter:
         return Health(status="ok", version=__version__, model=s.model_name, clip=s.clip,
                       in_flight=s.worker.in_flight, capacity=s.worker.capacity)
 
-    @router.post("/v1/reports", response_model=ReportOut, responses=ERRORS, openapi_extra=_REPORT_BODY,
+    @router.post("/v1/reports", response_model=ReportOut, responses=UPLOAD_ERRORS, openapi_extra=_REPORT_BODY,
                  summary="Draft a report from a frontal (and optional lateral) chest X-ray")
     async def reports(request: Request, s: ServicesDep) -> ReportOut:
         start = time.perf_counter()
@@ -237,7 +238,7 @@ def _routes() -> APIRouter:
                 raise HTTPException(500, "report generation failed; see the server log") from e
             return await run_in_threadpool(_compose, s, views, result, decode_s, start)
 
-    @router.post("/v1/simplify", response_model=SimplifyOut, responses=ERRORS,
+    @router.post("/v1/simplify", response_model=SimplifyOut, responses={400: {"model": Problem}},
                  summary="Rewrite a report in plain language, checked against the original")
     def simplify(body: SimplifyIn, s: ServicesDep) -> SimplifyOut:
         simple = s.simplifier(body.report)

@@ -41,7 +41,7 @@ function el(tag, attrs = {}, text = "") {
 // Horizontal bar chart of the 14 probabilities, in plain SVG.
 function drawChart(probabilities) {
   const entries = Object.entries(probabilities);
-  const row = 24, labelW = 190, barW = 260, width = labelW + barW + 56;
+  const row = 24, labelW = 215, barW = 260, width = labelW + barW + 50;
   const svg = el("svg:svg", { viewBox: `0 0 ${width} ${entries.length * row + 22}`, role: "img",
     "aria-label": "finding probabilities" });
   entries.forEach(([name, p], i) => {

@@ -1,0 +1,98 @@
+"""A real browser (Debian's Chromium via Playwright) uploads a real IU X-ray and reads the page.
+
+Never runs `playwright install`: it drives /usr/bin/chromium (`apt-get install chromium`).
+Saves the screenshot that docs/serve.md shows to docs/img/serve_page.png.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from test_serve import make_tiny_checkpoint
+
+from cxrgen.labeler import CONDITIONS
+from cxrgen.models.generator import ReportGenerator
+from cxrgen.serve import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--headless"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "serve_page.png"
+FRONTAL, LATERAL = "CXR1900_IM-0584-1001.png", "CXR1900_IM-0584-2001.png"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A tiny real checkpoint served by uvicorn on a loopback port, in a background thread."""
+    generator = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path_factory.mktemp("browser") / "tiny"))
+    port = _free_port()
+    config = uvicorn.Config(create_app(generator, model_name="tiny-random"),
+                            host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started:
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def test_upload_shows_every_section(server, page, shared_iu):
+    images = shared_iu / "smoke" / "images"
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.goto(server)
+    assert "Not for clinical use" in page.locator("#banner").inner_text()
+    assert page.locator("#submit").is_disabled()
+    page.set_input_files("#frontal-input", str(images / FRONTAL))
+    page.set_input_files("#lateral-input", str(images / LATERAL))
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])", timeout=60_000)
+
+    assert page.locator("#findings").inner_text().strip()
+    assert page.locator("#plain").inner_text().strip()
+    assert page.locator("#chart svg g.bar").count() == len(CONDITIONS)
+    assert page.locator("#chart").inner_text().count("%") >= len(CONDITIONS)
+    assert page.locator("#similar").inner_text().strip()
+    for img in ("#frontal-img", "#heatmap", "#lateral-img"):  # decoded, not broken
+        assert page.eval_on_selector(img, "i => i.complete && i.naturalWidth > 0"), img
+    assert "Done" in page.locator("#status").inner_text()
+    assert not errors, errors
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def test_bad_upload_shows_the_servers_message(server, page, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an X-ray")
+    page.goto(server)
+    page.set_input_files("#frontal-input", str(fake))
+    page.click("#submit")
+    page.wait_for_selector("#status.error", timeout=30_000)
+    assert "not a PNG, JPEG or DICOM" in page.locator("#status").inner_text()
+    assert page.locator("#results").is_hidden()
