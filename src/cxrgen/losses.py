@@ -76,12 +76,7 @@ def hard_negative(report: str, rng: random.Random | None = None) -> str | None:
     preferred), which is what the probe uses. Returns None when no rule applies.
     """
     sents = _SENT_SPLIT.split(report.strip())
-    options: list[tuple[int, str]] = []
-    for i, s in enumerate(sents):
-        for edit in (flip_sides, negate_sentence):
-            new = edit(s)
-            if new:
-                options.append((i, new))
+    options = [(i, new) for edit in (flip_sides, negate_sentence) for i, s in enumerate(sents) if (new := edit(s))]
     if not options:
         return None
     i, new = rng.choice(options) if rng else options[0]

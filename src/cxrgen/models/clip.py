@@ -274,10 +274,9 @@ class HFClipWrapper(nn.Module):
         self.model = CLIPModel.from_pretrained(path).float().eval()
         self.image_size = self.model.config.vision_config.image_size
         self.context_length = self.model.config.text_config.max_position_embeddings
-        try:
-            self.hf_tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError, TypeError):
-            self.hf_tokenizer = None
+        # transformers >= 5 builds an empty tokenizer for a folder without vocabulary files; don't let it
+        has_vocab = any((path / f).is_file() for f in ("tokenizer.json", "vocab.json"))
+        self.hf_tokenizer = AutoTokenizer.from_pretrained(path) if has_vocab else None
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if self.hf_tokenizer is not None:
@@ -325,7 +324,8 @@ def load_open_clip_state_dict(path: Path) -> OpenClipWrapper:
     if missing or not any(k.startswith("visual.") for k in sd):
         raise UserError(f"{path}: not an open_clip/OpenAI CLIP state dict (missing {missing or 'visual.*'})")
     try:
-        model = build_model_from_openai_state_dict(sd, cast_dtype=torch.float32)
+        model = build_model_from_openai_state_dict(dict(sd), cast_dtype=torch.float32)
+        model.float().load_state_dict(sd)  # the builder rounds weights through fp16; reload them at full precision
     except (RuntimeError, KeyError, AssertionError) as e:
         raise UserError(f"{path}: could not build a CLIP from this state dict: {e}") from e
     return OpenClipWrapper(model)
