@@ -1,8 +1,12 @@
 """Agreement of cxrgen's labeler with the CheXpert labeler's output on IU X-ray reports.
 
-Usage: python bench/labeler_agreement.py [--reference CSV] [--disagreements CLASS] [--limit N] [--audit N --seed S]
-The reference holds CheXpert-labeler labels for 3,199 IU reports (findings + impression); it is
-another labeler, not ground truth. Prints a Markdown table: per-class precision, recall and F1 of
+Usage: python bench/labeler_agreement.py [--reference CSV] [--section findings|report]
+                                         [--disagreements CLASS] [--limit N] [--audit N --seed S]
+The reference holds CheXpert-labeler labels for 3,199 IU reports; it is another labeler, not
+ground truth. Its labels were computed on the FINDINGS section only, although the file carries the
+impression too: findings the impression alone names (e.g. "Right upper lobe pneumonia.") are
+blank there (docs/labeler.md gives the counts). So by default we label the findings as well;
+`--section report` labels findings + impression. Prints a Markdown table: per-class precision, recall and F1 of
 the positive class (reference as truth), exact 4-way agreement (1/0/-1/blank), and the micro-F1
 over the 13 findings (No Finding excluded).
 """
@@ -22,11 +26,14 @@ def _value(cell: str) -> int | None:
     return None if cell.strip() == "" else int(float(cell))
 
 
-def load_reference(path: Path) -> list[dict]:
+def load_reference(path: Path, section: str = "findings") -> list[dict]:
+    """Reference rows with `text` (the findings, or findings + impression for section="report")."""
+    if section not in ("findings", "report"):
+        raise ValueError(f"section must be 'findings' or 'report', got {section!r}")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        row["text"] = f"{row['findings']} {row['impression']}".strip()
+        row["text"] = row["findings"] if section == "findings" else f"{row['findings']} {row['impression']}".strip()
         row["reference"] = {c: _value(row[c]) for c in CONDITIONS}
     return rows
 
@@ -51,19 +58,39 @@ def agreement(rows: list[dict], predictions: list[dict]) -> tuple[dict[str, dict
     return table, micro
 
 
+def impression_check(path: Path) -> None:
+    """Which section did the reference label? Count findings that only the impression names (ours
+    positive on the impression, blank on the findings) and what the reference says about them."""
+    rows = load_reference(path, "report")
+    print("| observation | only in the impression | reference 1 | reference -1 | reference 0 | reference blank |")
+    print("|---|---|---|---|---|---|")
+    for c in CONDITIONS[1:]:
+        ref = [r["reference"][c] for r in rows
+               if label(r["impression"])[c] == 1 and label(r["findings"])[c] is None]
+        if ref:
+            print(f"| {c} | {len(ref)} | {ref.count(1)} | {ref.count(-1)} | {ref.count(0)} | {ref.count(None)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE)
+    parser.add_argument("--section", choices=("findings", "report"), default="findings",
+                        help="text to label: findings (what the reference labeled) or findings + impression")
     parser.add_argument("--disagreements", metavar="CLASS", help="print reports where the positive label differs")
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--audit", type=int, default=0, metavar="N",
                         help="print N random disagreements on the positive class (any class) to read and judge")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--impression-check", action="store_true",
+                        help="count findings named only in the impression and the reference's labels for them")
     args = parser.parse_args()
-    rows = load_reference(args.reference)
+    if args.impression_check:
+        impression_check(args.reference)
+        return
+    rows = load_reference(args.reference, args.section)
     predictions = [label(r["text"]) for r in rows]
     table, micro = agreement(rows, predictions)
-    print(f"{len(rows)} reports from {args.reference.name}\n")
+    print(f"{len(rows)} reports from {args.reference.name}, labeling the {args.section}\n")
     print("| observation | positives (ref) | precision | recall | F1 | exact 4-way agreement |")
     print("|---|---|---|---|---|---|")
     for c, s in table.items():
