@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
+from cxrgen.data.phantom.canvas import smooth
 
 
 @dataclass
@@ -48,12 +48,13 @@ def expose(density: np.ndarray, a: Acquisition, size: int, rng: np.random.Genera
     R = density.shape[0]
     # positioning: one affine resample (rotation about the centre, zoom, shift)
     th = np.deg2rad(a.tilt)
-    m = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]) / a.zoom
+    m = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]) / a.zoom  # output -> input, (x, y)
     c = np.array([R / 2, R / 2])
     offset = c - m @ c - np.array(a.shift) * R
-    d = ndimage.affine_transform(density, m, offset=offset, order=1, mode="constant", cval=0.0)
+    coeffs = (m[0, 0], m[0, 1], offset[0], m[1, 0], m[1, 1], offset[1])
+    d = np.asarray(Image.fromarray(density.astype(np.float32)).transform((R, R), Image.AFFINE, coeffs, Image.BILINEAR))
     if a.blur > 0:
-        d = ndimage.gaussian_filter(d, a.blur)
+        d = smooth(d, a.blur)
     img = 1.0 - np.exp(-a.gain * np.clip(d, 0, None))
     img = np.clip(img, 0, 1) ** a.gamma
     if size != R:

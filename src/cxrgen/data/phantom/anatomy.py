@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from cxrgen.data.phantom.canvas import Canvas, blob, draw, noise_field
+from cxrgen.data.phantom.canvas import Canvas, blob, draw, noise_field, smooth
 from cxrgen.data.phantom.templates import pick_template
 
 
@@ -133,7 +133,7 @@ def frontal(p: Patient, R: int, rng: np.random.Generator) -> Canvas:
     upper = (y < hinfo["heart_cy"]) & (np.abs(x - cx) < p.mediastinum * R)
     lungs = (left | right) & ~upper & (heart < 0.5) & (knob < 0.5)
     lungs_f = lungs.astype(np.float32)
-    depth = 0.55 * ndimage.gaussian_filter(lungs_f, 1.2) + 0.45 * ndimage.gaussian_filter(lungs_f, 0.06 * R)
+    depth = 0.55 * smooth(lungs_f, 1.2) + 0.45 * smooth(lungs_f, 0.06 * R)
     c.air = 1.05 * p.lucency * depth * (0.8 + 0.25 * np.clip((y - y0) / h, 0, 1))
     c.extra += 0.12 * heart + 0.1 * knob
     # gastric bubble under the patient's left dome (image right)
@@ -254,8 +254,8 @@ def lateral(p: Patient, R: int, rng: np.random.Generator, frontal_marks: dict) -
     lung = np.zeros((R, R), np.float32)
     for dome in domes:
         lung += 0.5 * (outline & (y < dome))
-    lung_s = 0.6 * ndimage.gaussian_filter(lung, 1.0) + 0.4 * ndimage.gaussian_filter(lung, 0.05 * R)
-    heart_s = ndimage.gaussian_filter(heart, 0.012 * R)
+    lung_s = 0.6 * smooth(lung, 1.0) + 0.4 * smooth(lung, 0.05 * R)
+    heart_s = smooth(heart, 0.012 * R)
     c.air = 1.0 * p.lucency * lung_s * (1 - 0.45 * heart_s) * (0.8 + 0.25 * rel.clip(0, 1))
     c.extra += 0.04 * heart_s
     # trachea, hila, sternum, spine, ribs
@@ -284,6 +284,6 @@ def _spine_lateral(c: Canvas, p: Patient, spine_x: np.ndarray, y0: float, h: flo
     inside = (np.abs(dx) < 0.045 * R) & (phase > 0.12) & (phase < 0.92)
     cortex = inside & ((np.abs(dx) > 0.036 * R) | (phase < 0.2) | (phase > 0.84))
     post = np.exp(-((dx - 0.08 * R) / (0.025 * R)) ** 2) * (0.5 + 0.5 * np.cos(2 * np.pi * phase))
-    body = ndimage.gaussian_filter((0.3 * inside + 0.15 * cortex).astype(np.float32), 0.7)
+    body = smooth((0.3 * inside + 0.15 * cortex).astype(np.float32), 0.7)
     c.bone += (body + 0.1 * post) * p.bone_gain
     c.marks.update(vert_period=period, vert_y0=y0)

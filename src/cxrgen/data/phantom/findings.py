@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from cxrgen.data.phantom.anatomy import Patient
-from cxrgen.data.phantom.canvas import Canvas, blob, draw, noise_field
+from cxrgen.data.phantom.canvas import Canvas, blob, draw, noise_field, smooth
 
 # labeler finding -> drawing kind
 KIND = {
@@ -324,10 +324,12 @@ def rib_fracture(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     y, x = F.grid
     this_side = (x < F.marks["spine_x"]) if side == 0 else (x > F.marks["spine_x"])
     on_rib = (np.floor(t) == rib) & ((t % 1.0) < 0.42) & this_side
-    gap = on_rib & (np.abs(u - u0) < 0.025)
+    gap = on_rib & (np.abs(u - u0) < 0.03)
     F.bone -= 0.15 * f.strength * gap
-    edge = on_rib & (np.abs(np.abs(u - u0) - 0.032) < 0.01)
-    F.bone += 0.15 * f.strength * edge
+    ys, xs = np.nonzero(gap)
+    if ys.size:  # fracture margins: callus or sclerosis around the gap, so it reads at low resolution
+        callus = blob(R, xs.mean(), ys.mean(), 0.03 * R, 0.02 * R, edge=0.01 * R) * (1 - gap)
+        F.bone += 0.3 * f.strength * callus
     m = L.marks
     lx, ly = m["lung_cx"] + 0.55 * m["lung_rx"], m["lung_top"] + (rib / 10) * m["lung_h"]
     L.bone += 0.3 * f.strength * draw(R, [("ellipse", (lx - 2, ly - 2, lx + 2, ly + 2), 1.0)], blur=0.6)
@@ -545,7 +547,7 @@ def pleural_thickening(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
         rows = np.nonzero(lung.any(1))[0]
         rim = lung & ~ndimage.binary_erosion(lung, iterations=max(2, int(0.012 * R)))
         apex = rim & (y < rows.min() + 0.2 * (rows.max() - rows.min()))
-        _replace_air(F, ndimage.gaussian_filter(apex.astype(np.float32), 0.7), f.strength, dense=0.15)
+        _replace_air(F, smooth(apex.astype(np.float32), 0.7), f.strength, dense=0.15)
     m = L.marks
     _replace_air(L, blob(R, m["lung_cx"], m["lung_top"] + 0.03 * R, 0.5 * m["lung_rx"], 0.02 * R, edge=2), 0.7 * f.strength, m["lung"])
     return {"sides": [["right", "left"][s] for s in sides], "where": "apical"}

@@ -35,24 +35,25 @@ def render_text(text: str, study_id: str, size: int = 512, seed: int = 0) -> tup
 
     if not isinstance(size, int) or not 32 <= size <= 4096:
         raise UserError(f"--size must be an integer between 32 and 4096, got {size!r}")
-    rng = study_rng(seed, study_id)
+    # separate streams, so that adding a finding changes nothing else: same patient, same film
+    rng_patient, rng_anatomy, rng_findings, rng_film = study_rng(seed, study_id).spawn(4)
     findings, skipped = from_mentions(mentions(text))
-    patient = sample_patient(rng)
+    patient = sample_patient(rng_patient)
+    acq = sample_acquisition(rng_film)
     for f in findings:
         if f.kind in ADJUSTERS:
-            patient = adjust(patient, f, rng)
+            patient = adjust(patient, f, rng_findings)
     R = min(size, INTERNAL)
-    F = frontal(patient, R, rng)
-    L = lateral(patient, R, rng, F.marks)
+    F = frontal(patient, R, rng_anatomy)
+    L = lateral(patient, R, rng_anatomy, F.marks)
     drawn = []
     for f in findings:
-        params = DRAWERS[f.kind](F, L, f, rng)
+        params = DRAWERS[f.kind](F, L, f, rng_findings)
         if f.kind in ADJUSTERS:
             params = _adjusted(f.kind, patient, F.marks)
         drawn.append(f.to_json(params))
-    acq = sample_acquisition(rng)
-    front = expose(F.density(), acq, size, rng)
-    side = expose(L.density(), acq, size, rng, lateral=True)
+    front = expose(F.density(), acq, size, rng_film)
+    side = expose(L.density(), acq, size, rng_film, lateral=True)
     truth = {
         "id": study_id, "seed": seed, "findings": drawn, "not_drawn": skipped,
         "labels": sorted({d["observation"] for d in drawn if d["observation"] and d["status"] == 1}),
