@@ -118,13 +118,16 @@ _NEEDS_WORD = {"the", "a", "an", "have", "has", "had", "of", "with", "in", "on",
                "both", "her", "his", "your"}
 
 
-def fill_gaps(sentence: str) -> str:
+def fill_gaps(sentence: str, drop: bool = True) -> str:
     """Handle IU's `XXXX` de-identification tokens without inventing words.
 
     A gap after a content word is dropped ("Clear lung XXXX bilaterally" -> "Clear lung
     bilaterally"); where the sentence would break without a word it becomes "(hidden word)".
+    With drop=False every gap becomes "(hidden word)": the last-resort fallback, closest to the original.
     """
     def repl(m: re.Match) -> str:
+        if not drop:
+            return _HIDDEN
         before = sentence[:m.start()].rstrip()
         prev = re.findall(r"[A-Za-z]+$", before)
         if before and before[-1].isalnum() and prev and prev[0].lower() not in _NEEDS_WORD:
@@ -160,6 +163,30 @@ _REASSURING: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), s) for p
     (r"(?:the )?(?:pulmonary vascularity|pulmonary vasculature) (?:is |appears )?(?:normal|within normal limits)"
      r"|normal pulmonary vascularity", "The blood vessels of the lungs look normal."),
 ))
+
+
+_HEART_WORDS = {"heart", "cardiac"}
+_MEDIA_WORDS = {"mediastinum", "mediastinal"}
+_HEART_MEDIA_VOCAB = _HEART_WORDS | _MEDIA_WORDS | {
+    "cardiomediastinal", "cardio", "the", "size", "silhouette", "silhouettes", "contour", "contours",
+    "and", "are", "is", "appear", "appears", "within", "normal", "limits", "unremarkable", "of", "in",
+    "for", "configuration", "appearance", "otherwise", "grossly", "width", "both"}
+
+
+def _heart_mediastinum(key: str) -> str | None:
+    """'Heart size and mediastinal contours are within normal limits' and its many variants -> one
+    reassuring sentence per structure named, each said so that the labeler reads it the same way."""
+    words = set(re.findall(r"[a-z]+", key))
+    if not words <= _HEART_MEDIA_VOCAB or not words & {"normal", "unremarkable"}:
+        return None
+    parts = []
+    if words & _HEART_WORDS:
+        parts.append("the heart looks normal")
+    if words & _MEDIA_WORDS:
+        parts.append("the middle of the chest (mediastinum) looks normal")
+    if "cardiomediastinal" in words or "cardio" in words:
+        parts.append("the outline of the heart and middle of the chest (cardiomediastinal silhouette) looks normal")
+    return _finish(", and ".join(parts)) if parts else None
 
 
 def _article_ok(before: str) -> bool:
@@ -226,6 +253,7 @@ def glossary_rewrite(sentence: str) -> list[str]:
     key = sentence.lower().strip().rstrip(".").strip()
     key = re.sub(r"^(?:specifically|again|otherwise),?\s+", "", key)
     candidates = [reassuring for pattern, reassuring in _REASSURING if pattern.fullmatch(key)]
+    candidates += [c for c in [_heart_mediastinum(key)] if c]
     ordered = _reorder(sentence)
     candidates += [_substitute(ordered, keep_terms=False), _substitute(ordered, keep_terms=True)]
     return list(dict.fromkeys(candidates))
@@ -293,7 +321,10 @@ def _sentence(original: str, rewriter: Rewriter) -> SentenceResult:
     fallback = gloss(text)
     if not differences(original, fallback):
         return SentenceResult(original, fallback, "gloss", False, first_diffs or ["no rewrite"])
-    return SentenceResult(original, _finish(text), "original", False, first_diffs or ["no rewrite"])
+    literal = _finish(fill_gaps(original, drop=False))
+    if differences(original, literal):
+        literal = original  # the gap marker itself changed the reading: keep the report's words
+    return SentenceResult(original, literal, "original", False, first_diffs or ["no rewrite"])
 
 
 def simplify(report: str, rewriter: Rewriter | None = None) -> SimplifyResult:
