@@ -1,0 +1,205 @@
+"""The evaluation core: predictions + references in, metrics with bootstrap CIs and p-values out.
+
+`evaluate_systems({name: {id: report}}, {id: reference})` knows nothing about datasets or files;
+the CLI (`cxrgen eval`) resolves those. One METEOR JVM and one set of bootstrap resamples serve
+every system, so the comparisons are paired.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cxrgen.errors import UserError
+from cxrgen.evaluate.bootstrap import paired_p_value, percentile_ci, resample_weights
+from cxrgen.evaluate.clinical import CE_METRICS, LabelFn, ce_counts, ce_metrics, label_texts, per_class_table
+from cxrgen.evaluate.nlg import NLG_METRICS, NLGSamples, NLGScorer, meteor_from_stats
+from cxrgen.labeler import label_many
+
+log = logging.getLogger(__name__)
+
+METRICS = NLG_METRICS + CE_METRICS
+# The columns of the headline table and chart; the full CE set is in its own table.
+HEADLINE = NLG_METRICS + ("CE-micro-F1", "CE-macro-F1", "CE5-micro-F1", "CE5-macro-F1")
+P_VALUE_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "CE-micro-F1", "CE-macro-F1")
+
+
+@dataclass
+class SystemSamples:
+    """Everything about one system that its metrics are a function of, per study."""
+
+    nlg: NLGSamples
+    ce: np.ndarray  # (N, 14, 3) TP / FP / FN per condition
+
+    def metrics(self, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """All metrics, for each sample once (weights None) or for (B, N) resample weights."""
+        out = self.nlg.corpus(weights)
+        summed = self.ce.sum(0) if weights is None else np.tensordot(weights, self.ce, axes=(1, 0))
+        out.update(ce_metrics(summed))
+        return out
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, dict[str, dict[str, float]]]  # system -> metric -> {value, ci_low, ci_high}
+    p_values: dict[str, dict[str, float]]  # metric -> "A vs B" -> two-sided paired bootstrap p
+    per_sample: pd.DataFrame
+    per_class: pd.DataFrame  # (system, condition) -> precision, recall, f1, support, predicted
+    n_studies: int
+    n_boot: int
+    seed: int
+
+    def to_markdown(self) -> str:
+        return _markdown(self)
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """metrics.json, metrics.md, bootstrap.json (seed, p-values), per_sample.csv, per_class.csv, metrics.png."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {name: out / name for name in
+                 ("metrics.json", "metrics.md", "bootstrap.json", "per_sample.csv", "per_class.csv", "metrics.png")}
+        paths["metrics.json"].write_text(json.dumps(self.metrics, indent=2) + "\n")
+        paths["metrics.md"].write_text(self.to_markdown())
+        boot = {"studies": self.n_studies, "resamples": self.n_boot, "seed": self.seed, "ci_level": 0.95,
+                "p_values": self.p_values}
+        paths["bootstrap.json"].write_text(json.dumps(boot, indent=2) + "\n")
+        self.per_sample.to_csv(paths["per_sample.csv"], index=False, float_format="%.6g")
+        self.per_class.to_csv(paths["per_class.csv"], float_format="%.6g")
+        _bar_chart(self.metrics, paths["metrics.png"])
+        return paths
+
+
+def check_ids(predictions: Mapping[str, str], references: Mapping[str, str], system: str = "predictions") -> None:
+    """Refuse predictions that don't cover exactly the reference ids, naming what is missing and extra."""
+    missing = [i for i in references if i not in predictions]
+    extra = [i for i in predictions if i not in references]
+    if not missing and not extra:
+        return
+    show = lambda ids: ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    parts = [f"{len(missing)} missing ({show(missing)})" if missing else "",
+             f"{len(extra)} not in the split ({show(extra)})" if extra else ""]
+    raise UserError(f"{system}: ids don't match the {len(references)} reference studies: "
+                    + "; ".join(p for p in parts if p))
+
+
+def evaluate_systems(
+    systems: Mapping[str, Mapping[str, str]],
+    references: Mapping[str, str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    label_fn: LabelFn = label_many,
+) -> EvalResult:
+    """Score each system's {id: report} against {id: reference}; ids must match exactly.
+
+    Returns corpus metrics with 95% percentile bootstrap CIs (n_boot paired resamples of the
+    studies, drawn from `seed`), pairwise p-values, per-sample scores and per-class CE tables.
+    """
+    if not systems:
+        raise UserError("no predictions to evaluate")
+    if not references:
+        raise UserError("no reference studies to evaluate against")
+    for name, preds in systems.items():
+        check_ids(preds, references, name)
+    ids = list(references)
+    refs = [references[i] for i in ids]
+    with NLGScorer() as scorer:  # the JVM loads while the labeler runs
+        texts = {name: [preds[i] for i in ids] for name, preds in systems.items()}
+        ref_pos = label_texts(refs, label_fn)
+        ce = {name: ce_counts(label_texts(t, label_fn), ref_pos) for name, t in texts.items()}
+        samples = {name: SystemSamples(scorer.score(t, refs), ce[name])
+                   for name, t in tqdm(texts.items(), desc="scoring systems", unit="system", disable=None)}
+    weights = resample_weights(len(ids), n_boot, seed)
+    point = {name: s.metrics() for name, s in samples.items()}
+    boot = {name: s.metrics(weights) for name, s in samples.items()}
+    metrics = {
+        name: {m: {"value": float(point[name][m]), **dict(zip(("ci_low", "ci_high"), percentile_ci(boot[name][m])))}
+               for m in METRICS}
+        for name in samples
+    }
+    p_values = {m: {f"{a} vs {b}": paired_p_value(boot[a][m], boot[b][m]) for a, b in itertools.combinations(samples, 2)}
+                for m in METRICS}
+    return EvalResult(metrics, p_values, _per_sample(ids, samples), _per_class(samples), len(ids), n_boot, seed)
+
+
+def evaluate(predictions: Mapping[str, str], references: Mapping[str, str], **kwargs) -> EvalResult:
+    """One system: `evaluate({id: report}, {id: reference})`; the system is called "predictions"."""
+    return evaluate_systems({"predictions": predictions}, references, **kwargs)
+
+
+def _per_sample(ids: list[str], samples: dict[str, SystemSamples]) -> pd.DataFrame:
+    frames = []
+    for name, s in samples.items():
+        df = pd.DataFrame({"system": name, "id": ids})
+        for k in range(4):
+            df[f"BLEU-{k + 1}"] = s.nlg.bleu_sentence[:, k]
+        df["METEOR"] = meteor_from_stats(s.nlg.meteor_stats)
+        df["ROUGE-L"] = s.nlg.rouge
+        df["CIDEr"] = s.nlg.cider
+        df["CE-TP"], df["CE-FP"], df["CE-FN"] = (s.ce[..., j].sum(1).astype(int) for j in range(3))
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _per_class(samples: dict[str, SystemSamples]) -> pd.DataFrame:
+    return pd.concat({name: per_class_table(s.ce) for name, s in samples.items()}, names=["system"])
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def _markdown(r: EvalResult) -> str:
+    cell = lambda v: f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+    ce_cols = list(CE_METRICS)
+    parts = [
+        f"# Evaluation on {r.n_studies} studies\n",
+        f"Value [95% percentile bootstrap CI], {r.n_boot} paired resamples of the studies, seed {r.seed}. "
+        "NLG metrics: pycocoevalcap with R2Gen's conventions; CE: CheXpert labels of prediction vs reference "
+        "(positive = 1).\n",
+        "## Headline\n",
+        _table(["system"] + list(HEADLINE), [[s] + [cell(m[c]) for c in HEADLINE] for s, m in r.metrics.items()]),
+        "\n## Clinical efficacy\n",
+        _table(["system"] + ce_cols, [[s] + [cell(m[c]) for c in ce_cols] for s, m in r.metrics.items()]),
+        "\n## Per-class F1 (support = reference positives)\n",
+    ]
+    f1 = r.per_class["f1"].unstack("system")
+    support = r.per_class["support"].groupby(level="condition").first()
+    systems = list(r.metrics)
+    parts.append(_table(["condition", "support"] + systems,
+                        [[c, str(support[c])] + [f"{f1.loc[c, s]:.3f}" for s in systems] for c in f1.index]))
+    if len(systems) > 1:
+        parts.append("\n## Paired bootstrap p-values (two-sided)\n")
+        pairs = list(r.p_values[P_VALUE_METRICS[0]])
+        parts.append(_table(["pair"] + list(P_VALUE_METRICS),
+                            [[p] + [f"{r.p_values[m][p]:.3g}" for m in P_VALUE_METRICS] for p in pairs]))
+    return "\n".join(parts)
+
+
+def _bar_chart(metrics: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = list(metrics)
+    x = np.arange(len(HEADLINE))
+    width = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(HEADLINE)), 4.5))
+    for k, s in enumerate(systems):
+        v = np.array([metrics[s][m]["value"] for m in HEADLINE])
+        err = np.array([[v[j] - metrics[s][m]["ci_low"], metrics[s][m]["ci_high"] - v[j]] for j, m in enumerate(HEADLINE)]).T
+        ax.bar(x + (k - (len(systems) - 1) / 2) * width, v, width, yerr=np.clip(err, 0, None), capsize=2, label=s)
+    ax.set_xticks(x, HEADLINE, rotation=30, ha="right")
+    ax.set_ylabel("score (95% bootstrap CI)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
