@@ -38,6 +38,26 @@ def test_uncertainty(text):
     assert label(text)["Pneumonia"] == -1
 
 
+@pytest.mark.parametrize("text,observation,status", [
+    # a hedge after the mention is its predicate, not a hedge on the next finding
+    ("Left lower lobe consolidation, possibly pneumonia.", "Consolidation", 1),
+    ("Left lower lobe consolidation, possibly pneumonia.", "Pneumonia", -1),
+    ("Mild cardiomegaly, likely stable.", "Cardiomegaly", 1),
+    ("Effusion is possible.", "Pleural Effusion", -1),
+    ("Fractures may not be demonstrated.", "Fracture", -1),
+    # CheXpert hedges only "may / could represent"; "atypical" and "age-indeterminate" are not hedges
+    ("Basilar opacity representing atelectasis.", "Atelectasis", 1),
+    ("Atypical pneumonia.", "Pneumonia", 1),
+    ("An age-indeterminate vertebral fracture.", "Fracture", 1),
+    # CheXpert: "at the upper limits of normal" is normal; "borderline" enlargement is enlargement
+    ("The heart is top normal in size.", "Cardiomegaly", 0),
+    ("Heart size is at the upper limits of normal.", "Cardiomegaly", 0),
+    ("Borderline cardiomegaly.", "Cardiomegaly", 1),
+])
+def test_hedge_conventions(text, observation, status):
+    assert label(text)[observation] == status
+
+
 def test_uncertainty_covers_both_sides_of_versus():
     labels = label("Left basilar atelectasis versus pneumonia.")
     assert labels["Atelectasis"] == -1 and labels["Pneumonia"] == -1

@@ -104,11 +104,11 @@ for _finding, _obs, _ in _TERMS:
 # Statements about the heart and mediastinum: "heart size is normal", "mediastinum is widened".
 _HEART = r"(?:heart|cardiac)(?: size| silhouette| contours?| shadow)?"
 _MEDIA = r"(?:mediastin(?:um|al)(?: size| contours?| silhouette| width)?|cardiomediastinal(?: size| silhouette| contours?| structures)?)"
-_NORMAL = r"(?:normal|within normal limits|within (?:the )?limits of normal|unremarkable|not enlarged)"
-_BORDERLINE = r"(?:(?:at |the )*(?:upper|top) (?:limits? of )?normal|top-normal|borderline)"
-_BIG = rf"(?:{_BORDERLINE}|enlarged|enlargement|increased|large|prominent|widened|widening)"
+# CheXpert's convention: a heart "at the upper limits of normal" is normal; a "borderline" one is enlarged.
+_NORMAL = r"(?:(?:(?:at |near |the )*(?:upper|top)[- ](?:limits? (?:of )?)?)?normal|within normal limits|within (?:the )?limits of normal|unremarkable|not enlarged)"
+_BIG = r"(?:borderline|enlarged|enlargement|increased|large|prominent|widened|widening)"
 _GAP_NO_NORMAL = r"(?:(?!\bnormal|\bnot\b|\bno\b)[^.;,]){0,40}?"
-_GAP_NO_BIG = r"(?:(?!enlarg|widen|increas|prominen|upper|top)[^.;,]){0,40}?"
+_GAP_NO_BIG = r"(?:(?!enlarg|widen|increas|prominen)[^.;,]){0,40}?"
 _ANATOMY: tuple[tuple[str, str, str, int | None], ...] = (
     ("cardiomegaly", "Cardiomegaly", rf"\b{_HEART}\b{_GAP_NO_NORMAL}\b{_BIG}", None),
     ("cardiomegaly", "Cardiomegaly", rf"\b{_HEART}\b{_GAP_NO_BIG}\b{_NORMAL}|\bnormal(?: in)? (?:size )?{_HEART}\b", NEGATIVE),
@@ -127,8 +127,8 @@ _UNCERTAIN_PRE = re.compile(
     r"\b(?:possible|possibly|probable|probably|likely|may|might|could|questionable|question of|"
     r"suspicious|suspected|suspect|suspicion|suggest\w*|concerning|concern for|cannot (?:be )?(?:excluded?|ruled? out)|"
     r"can ?not (?:be )?(?:excluded?|ruled? out)|not (?:be )?(?:entirely |completely )?(?:excluded|ruled out)|difficult to exclude|"
-    r"differential|versus|vs|equivocal|indeterminate|uncertain|presumed|represent\w*|rule out|r/o|evaluate for|"
-    r"atypical)\b")
+    r"differential|versus|vs|equivocal|(?<!age-)(?<!age )indeterminate|uncertain|presumed|rule out|r/o|"
+    r"evaluate for)\b")
 _NEGATION_PRE = re.compile(
     r"\b(?:no|not|without|free of|clear of|negative for|absence of|absent|resolution of|resolved|"
     r"neither|nor|no longer|removal of|removed)\b")
@@ -137,9 +137,13 @@ _PSEUDO_NEG = re.compile(r"\b(?:no|without) (?:significant |interval |appreciabl
 _NEGATION_POST = re.compile(
     r"^[^.;]{0,30}?\b(?:(?:is|are|was|were|has|have)\s+)?(?:(?:been\s+)?(?:not\s+(?:seen|identified|present|evident|demonstrated|appreciated|visualized|visible|noted|detected|well-seen|apparent))|absent|resolved|cleared|removed|no longer (?:seen|present|visible)|negative|"
     r"(?:appears?\s+|appear\s+)?(?:within (?:normal limits|(?:the )?limits of normal)|normal|unremarkable))\b")
+# After the mention a hedge must be its predicate ("effusion is possible", "pneumonia suspected.",
+# "fractures may not be seen"), not a hedge on the next finding ("consolidation, possibly pneumonia").
 _UNCERTAIN_POST = re.compile(
-    r"^[^.;]{0,25}?\b(?:(?:is|are)\s+)?(?:possible|possibly|suspected|questioned|likely|not (?:entirely |completely )?(?:excluded|ruled out)|"
-    r"cannot be (?:excluded|ruled out)|can not be excluded|versus|vs|or|and/or)\b")
+    r"^[^.;]{0,25}?\b(?:(?:(?:is|are|was|were|remains?)\s+(?:also\s+|still\s+)?(?:possible|possibly|suspected|questioned|likely|"
+    r"questionable|suspicious)|(?:possible|suspected|questioned|questionable)\s*(?=[.,;]|$)|(?:may|might|could)(?: not)? be)\b|"
+    r"(?:not (?:entirely |completely )?(?:excluded|ruled out)|cannot be (?:excluded|ruled out)|can not be excluded|"
+    r"versus|vs|or|and/or)\b)")
 _UNCERTAIN_OR_PRE = re.compile(r"\b(?:or|versus|vs|and/or)\s+(?:\w+\s+){0,2}$")
 
 _LATERALITY = re.compile(r"\b(?:(left|left-sided)|(right|right-sided)|(bilateral|bilaterally|both|bibasilar|bibasal|biapical|bilat))\b")
