@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from cxrgen import labeler
 from cxrgen.data.reports import split_sentences
@@ -37,7 +37,7 @@ DRAFT_NOTE = (
     "It is a draft, not a diagnosis: please go through it with your doctor."
 )
 
-Rewriter = Callable[[str], "str | list[str]"]  # a sentence -> candidate rewrites, best first
+Rewriter = Callable[[str], "str | Iterable[str]"]  # a sentence -> candidate rewrites, best first
 
 
 @dataclass(frozen=True)
@@ -247,16 +247,49 @@ def _substitute(sentence: str, keep_terms: bool) -> str:
     return _finish("".join(out))
 
 
-def glossary_rewrite(sentence: str) -> list[str]:
-    """Rule-based rewrites, plainest first: a reassuring sentence for common normal statements;
-    else term by term, then term by term keeping in brackets the terms the labeler needs."""
+def _stepwise(sentence: str) -> str:
+    """Term by term, keeping each replacement only if the labeler still reads the sentence the same.
+
+    For each glossary term, in order: plain words; plain words (term); term (plain words); the term
+    as written. Every step is checked against the whole sentence, so the result always reads the same.
+    """
+    target = _reading(sentence)
+    matches = list(_glossary_regex().finditer(sentence))
+    chosen = [m.group() for m in matches]
+
+    def build() -> str:
+        out, last = [], 0
+        for m, text in zip(matches, chosen):
+            out += [sentence[last:m.start()], text]
+            last = m.end()
+        return "".join(out + [sentence[last:]])
+
+    for i, m in enumerate(matches):
+        entry = _by_term()[m.group().lower()]
+        plain = _plain_phrase(entry, m.group(), sentence[:m.start()], keep_terms=False)
+        for option in (plain, f"{plain} ({m.group().lower()})", f"{m.group()} ({re.sub(r'^(?:a|an) ', '', entry.plain)})"):
+            chosen[i] = option
+            if _reading(build()) == target:
+                break
+        else:
+            chosen[i] = m.group()
+    return _finish(build())
+
+
+def glossary_rewrite(sentence: str) -> Iterator[str]:
+    """Rule-based rewrites, plainest first (lazily, so the guard stops at the first that passes):
+    a reassuring sentence for common normal statements; every term in plain words; the same keeping
+    in brackets the terms the labeler needs; then term by term, checked at each step."""
     key = sentence.lower().strip().rstrip(".").strip()
     key = re.sub(r"^(?:specifically|again|otherwise),?\s+", "", key)
-    candidates = [reassuring for pattern, reassuring in _REASSURING if pattern.fullmatch(key)]
-    candidates += [c for c in [_heart_mediastinum(key)] if c]
+    yield from (reassuring for pattern, reassuring in _REASSURING if pattern.fullmatch(key))
+    heart = _heart_mediastinum(key)
+    if heart:
+        yield heart
     ordered = _reorder(sentence)
-    candidates += [_substitute(ordered, keep_terms=False), _substitute(ordered, keep_terms=True)]
-    return list(dict.fromkeys(candidates))
+    yield _substitute(ordered, keep_terms=False)
+    yield _substitute(ordered, keep_terms=True)
+    yield _stepwise(ordered if _reading(ordered) == _reading(sentence) else sentence)
 
 
 def gloss(sentence: str) -> str:
@@ -309,10 +342,11 @@ def _sentence(original: str, rewriter: Rewriter) -> SentenceResult:
     text = fill_gaps(original)
     if not re.search(r"[A-Za-z]{2,}", text.replace(_HIDDEN, "")):
         return SentenceResult(original, "(This sentence was hidden for privacy.)", "hidden", True)
+    if _reading(text) != _reading(original):  # dropping a gap changed the reading: mark every gap
+        text = fill_gaps(original, drop=False)
     candidates = rewriter(text)
-    candidates = [candidates] if isinstance(candidates, str) else candidates
     first_diffs: list[str] = []
-    for attempt in candidates:
+    for attempt in [candidates] if isinstance(candidates, str) else candidates:
         diffs = differences(original, attempt) if attempt.strip() else ["empty rewrite"]
         if not diffs:
             return SentenceResult(original, attempt, "rewrite", True)
