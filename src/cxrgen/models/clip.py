@@ -60,7 +60,7 @@ def images_to_tensor(images: list[np.ndarray], size: int) -> torch.Tensor:
     for img in images:
         if img.ndim != 2:
             raise ValueError(f"expected an HxW grayscale array, got shape {img.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255.0)[None, None]  # (1, 1, H, W)
+        x = torch.tensor(img, dtype=torch.float32).div(255.0)[None, None]  # (1, 1, H, W)
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         out.append(x[0])
     return torch.stack(out)
@@ -74,6 +74,8 @@ def clip_pixels(images: list[np.ndarray], size: int) -> torch.Tensor:
 
 class ClipModel(Protocol):
     """What retrieval, SCST and the directional loss need from any CLIP."""
+
+    image_size: int  # square side the images are resized to
 
     def encode_images(self, images: list[np.ndarray]) -> torch.Tensor: ...  # (N, D), unit norm
 
@@ -204,6 +206,10 @@ class CXRClip(nn.Module):
             "text_features": self.encode_text(input_ids, attention_mask),
             "logit_scale": self.logit_scale.clamp(max=math.log(100.0)).exp(),
         }
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
 
     @property
     def device(self) -> torch.device:

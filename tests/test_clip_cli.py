@@ -1,0 +1,98 @@
+"""`cxrgen clip train|eval|probe|retrieve` on a tiny R2Gen-layout set, plus retrieval known answers."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrgen.cli import main
+from cxrgen.retrieval import recall_at_k
+
+REPORTS = [
+    "The lungs are clear. No pleural effusion.",
+    "Cardiomegaly. Small left pleural effusion.",
+    "Right upper lobe opacity. Heart size is normal.",
+    "No pneumothorax. The heart is enlarged.",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """8 train + 4 test studies; images are noise with a per-report brightness so the pairing is learnable."""
+    root = tmp_path_factory.mktemp("r2gen")
+    rng = np.random.default_rng(0)
+    ann = {"train": [], "val": [], "test": []}
+    for i in range(12):
+        split = "train" if i < 8 else "test"
+        sid = f"CXR{i}"
+        (root / "images" / sid).mkdir(parents=True)
+        for v in range(2):
+            img = (rng.random((48, 48)) * 60 + 40 * (i % 4)).astype(np.uint8)
+            Image.fromarray(img).save(root / "images" / sid / f"{v}.png")
+        ann[split].append({"id": sid, "report": REPORTS[i % 4], "image_path": [f"{sid}/0.png", f"{sid}/1.png"],
+                           "split": split})
+    (root / "annotation.json").write_text(json.dumps(ann))
+    cfg = root / "clip.yaml"
+    cfg.write_text("model: {image_encoder: resnet18, image_size: 32, image_hidden: 16}\ntrain: {batch_size: 4}\n")
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    root, cfg = dataset
+    out = tmp_path_factory.mktemp("runs") / "clip"
+    torch.set_num_threads(2)
+    assert main(["clip", "train", "--data", f"r2gen:{root}", "--output", str(out), "--config", str(cfg),
+                 "--epochs", "1"]) == 0
+    return out
+
+
+def test_train_writes_checkpoint_and_metrics(trained):
+    assert (trained / "model.safetensors").is_file() and (trained / "config.json").is_file()
+    m = json.loads((trained / "metrics.json").read_text())
+    assert len(m["history"]) == 1 and np.isfinite(m["history"][0]["loss"])
+    for key in ("i2t_R@1", "t2i_R@10", "template_cos", "report_cos", "image_prefers_true"):
+        assert key in m["test_after"]
+    assert m["test_after"]["t2i_R@10"] == 1.0  # only 4 test studies
+
+
+def test_retrieve_writes_eval_jsonl(trained, dataset, tmp_path):
+    root, _ = dataset
+    out = tmp_path / "preds.jsonl"
+    assert main(["clip", "retrieve", "--clip", str(trained), "--data", f"r2gen:{root}", "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["CXR8", "CXR9", "CXR10", "CXR11"]
+    assert all(r["report"] in REPORTS for r in rows)
+    assert main(["clip", "retrieve", "--clip", str(trained), "--data", f"r2gen:{root}", "--output", str(out),
+                 "--k", "2"]) == 0
+    sentences = {s for r in REPORTS for s in r.split(". ")}
+    for row in map(json.loads, out.read_text().splitlines()):
+        parts = row["report"].replace(". ", ".|").split("|")
+        assert len(parts) == 2 and all(p.rstrip(".") in {s.rstrip(".") for s in sentences} for p in parts)
+
+
+def test_eval_and_probe_print_metrics(trained, dataset, capsys):
+    root, _ = dataset
+    assert main(["clip", "eval", "--clip", str(trained), "--data", f"r2gen:{root}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 4
+    assert main(["clip", "probe", "--clip", str(trained), "--json"]) == 0
+    assert 0 < json.loads(capsys.readouterr().out)["template_cos"] < 1
+
+
+def test_user_errors_exit_2(tmp_path, capsys):
+    assert main(["clip", "train", "--data", f"r2gen:{tmp_path / 'nope'}", "--output", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epocs: 3}\n")
+    assert main(["clip", "train", "--data", f"r2gen:{tmp_path}", "--output", str(tmp_path / "o"),
+                 "--config", str(bad)]) == 2
+    assert "epocs" in capsys.readouterr().err
+
+
+def test_recall_at_k_known_answers():
+    e = torch.eye(5)
+    assert recall_at_k(e, e)["i2t_R@1"] == 1.0
+    shifted = e.roll(1, dims=0)  # every text matches the next image
+    r = recall_at_k(e, shifted, ks=(1, 5))
+    assert r["i2t_R@1"] == 0.0 and r["t2i_R@1"] == 0.0 and r["i2t_R@5"] == 1.0
