@@ -202,3 +202,29 @@ def test_agreement_with_chexpert_reference(shared_iu):
     # The reference is another labeler with known errors (docs/labeler.md); this pins the level we reach.
     assert micro >= 0.74
     assert table["Lung Opacity"]["f1"] >= 0.85 and table["Lung Lesion"]["f1"] >= 0.85
+
+
+@pytest.mark.parametrize("text,observation,status", [
+    # CheXpert's support devices include tubes, drains, fixation hardware, arthroplasty, devices, coils, markers
+    ("Gastrostomy tube is noted.", "Support Devices", 1),
+    ("Screw fixation of the right clavicle.", "Support Devices", 1),
+    ("Left shoulder arthroplasty.", "Support Devices", 1),
+    ("Closure device projects over the heart.", "Support Devices", 1),
+    ("Surgical clips and CABG markers.", "Support Devices", 1),
+    # ... but not words that merely contain those strings, nor stents (not in CheXpert's list)
+    ("Platelike atelectasis at the left base.", "Support Devices", None),
+    ("Degenerative endplate changes.", "Support Devices", None),
+    ("Prior tuberculosis.", "Support Devices", None),
+    ("Coronary artery stent.", "Support Devices", None),
+    ("Removal of the right PICC line.", "Support Devices", 0),
+    # mediastinal enlargement in other words
+    ("Mild prominence of the superior mediastinum.", "Enlarged Cardiomediastinum", 1),
+    ("Mediastinal lymphadenopathy.", "Enlarged Cardiomediastinum", 1),
+    ("Anterior mediastinal mass.", "Enlarged Cardiomediastinum", 1),
+    ("Anterior mediastinal mass.", "Lung Lesion", None),
+    # CheXpert: vascular prominence and pulmonary congestion suggest edema
+    ("Central pulmonary vascular prominence.", "Edema", -1),
+    ("Mild pulmonary congestion.", "Edema", -1),
+])
+def test_chexpert_class_definitions(text, observation, status):
+    assert label(text)[observation] == status

@@ -48,18 +48,22 @@ class Mention:
 # more specific terms come first, so "calcified nodule" wins over "nodule".
 _TERMS: tuple[tuple[str, str | None, str], ...] = (
     # surgical material and devices
-    ("sternotomy", None, r"sternotomy|sternal (?:wires?|sutures?)|cabg"),
+    ("sternotomy", None, r"sternotomy|sternal (?:wires?|sutures?)|cabg(?! markers?)"),
     ("surgical clips", None, r"(?:surgical|cholecystectomy|vascular|postsurgical) clips?|clips?"),
     ("pacemaker", "Support Devices", r"pacemakers?|pacers?|icds?|(?:cardiac |implantable )?defibrillators?|aicds?|cardioverter"),
-    ("monitor leads", None, r"(?:external |cardiac |ecg |ekg )?monitor(?:ing)? leads?|(?:ecg|ekg|external) leads?"),
+    ("monitor leads", None, r"(?:external |cardiac |ecg |ekg )?monitor(?:ing)? leads?|(?:ecg|ekg|external|overlying) leads?"),
     ("leads", "Support Devices", r"(?:pacer|pacemaker|pacing|transvenous|cardiac|icd) (?:leads?|wires?)|leads?"),
     ("catheter", "Support Devices", r"catheters?|picc(?: lines?)?|central (?:venous )?lines?|(?:jugular|subclavian|venous) lines?|port-?a-?cath|(?:chest|power|infusion|mediport) ports?|mediports?"),
-    ("tube", "Support Devices", r"(?:endotracheal|et|nasogastric|ng|orogastric|og|feeding|chest|enteric|gastric|tracheostomy) tubes?|tracheostomy"),
-    ("valve replacement", "Support Devices", r"(?:prosthetic |mechanical |replaced )?(?:aortic |mitral )?valve (?:replacement|prosthesis)|valve replacements?|prosthetic valves?"),
-    ("hardware", "Support Devices", r"(?:orthopedic |fixation |surgical |spinal |fusion )hardware|hardware"),
+    ("tube", "Support Devices", r"(?:endotracheal|et|nasogastric|ng|orogastric|og|feeding|chest|enteric|gastric|gastrostomy|tracheostomy|drainage) tubes?|tracheostomy|tubes?|drains?"),
+    ("valve replacement", "Support Devices", r"(?:prosthetic |mechanical |replaced )?(?:aortic |mitral )?valve (?:replacement|prosthesis|artifact)|valve replacements?|(?:prosthetic|mechanical|bioprosthetic|artificial) (?:aortic |mitral |tricuspid )?valves?"),
+    # CheXpert counts orthopedic fixation and joint replacement as support devices.
+    ("hardware", "Support Devices", r"(?:orthopedic |fixation |surgical |spinal |fusion )hardware|hardware|(?:fixation |surgical |orthopedic )?screws?|(?<!growth )plates?(?![-\w])|arthroplast\w*"),
+    ("device", "Support Devices", r"(?:electronic |closure |cardiac |implant\w* |monitoring )?devices?|loop recorders?|(?:embolization |embolic )?coils|(?:cabg|bypass graft|graft|surgical) markers?|cannula"),
     # heart and mediastinum
     ("cardiomegaly", "Cardiomegaly", r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac (?:silhouette|size|shadow))|(?:enlargement|prominence) of the (?:heart|cardiac silhouette)"),
-    ("enlarged mediastinum", "Enlarged Cardiomediastinum", r"(?:widened|widening of the|enlarged|prominent) (?:mediastinum|mediastinal (?:contours?|silhouette)|cardiomediastinal (?:silhouette|contours?))|mediastinal (?:widening|enlargement)"),
+    ("enlarged mediastinum", "Enlarged Cardiomediastinum", r"(?:widened|enlarged|prominent) (?:mediastinum|mediastinal (?:contours?|silhouette)|cardiomediastinal (?:silhouette|contours?))|"
+     r"(?:widening|enlargement|prominence|fullness) of the (?:(?:superior|upper|anterior|middle|posterior) )?(?:mediastinum|mediastinal (?:contours?|silhouette)|cardiomediastinal (?:silhouette|contours?))|"
+     r"mediastinal (?:widening|enlargement|prominence|(?:lymph)?adenopathy|lymph node enlargement|masse?s?)|(?:mediastinal )?contour abnormality|abnormal mediastinal contours?"),
     ("tortuous aorta", None, r"tortuous (?:thoracic |descending )?aort\w*|tortuosity of the (?:thoracic |descending )?aort\w*|aortic tortuosity|ectatic aort\w*|unfolded aort\w*"),
     ("aortic atherosclerosis", None, r"(?:aortic )?atherosclero\w*|(?:aortic|vascular) calcifications?|calcified (?:aorta|aortic \w+)"),
     # lungs
@@ -69,7 +73,7 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     ("lung lesion", "Lung Lesion", r"(?:cavitary |pulmonary |lung )?lesions?|neoplasms?|tumou?rs?|carcinoma|malignanc(?:y|ies)|metasta\w*"),
     ("emphysema", None, r"emphysema\w*|copd|chronic obstructive (?:pulmonary|lung) disease|bullae|bullous (?:disease|changes?)"),
     ("hyperinflation", None, r"hyperinflat\w*|hyperexpan\w*|hyperaerat\w*|overinflat\w*|hyperlucen\w*"),
-    ("vascular congestion", "Edema", r"(?:pulmonary )?(?:vascular|venous) (?:congestion|engorgement)"),
+    ("vascular congestion", "Edema", r"(?:pulmonary )?(?:vascular|venous) (?:congestion|engorgement|prominence|indistinctness)|pulmonary congestion|indistinct (?:pulmonary )?vasculature"),
     ("edema", "Edema", r"(?:pulmonary |interstitial |alveolar )?edema|congestive heart failure|heart failure|chf|fluid overload"),
     ("consolidation", "Consolidation", r"consolidat\w*"),
     ("pneumonia", "Pneumonia", r"pneumonias?|pneumonitis|bronchopneumonia|(?:infectious|inflammatory) process|infection"),
@@ -92,7 +96,7 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
 
 # The CheXpert "no finding" rule ignores support devices; surgical material is not a finding either.
 _NOT_ABNORMAL = {"monitor leads", "sternotomy", "surgical clips", "pacemaker", "leads", "catheter", "tube",
-                 "valve replacement", "hardware"}
+                 "valve replacement", "hardware", "device"}
 
 # Findings that only suggest their observation: vascular congestion often precedes edema but is not edema.
 _SUGGESTIVE = {"vascular congestion"}
