@@ -74,6 +74,7 @@ positioning reflects placed overload largest coarsened flowing consideration con
 well-seen lucent displacement radiographically incidentally larger reticulonodular presence excavatum
 inflammation obscures postop retained renal markedly dextro maintained material residuals containing carinatum
 localized cardiophrenic dialysis x-xxxx lymph views clavicle ribs atrium ventricle venous distal cabg inflated
+active appears studies suggestive
 """.split())
 
 
