@@ -95,11 +95,14 @@ def evaluate_systems(
     n_boot: int = 1000,
     seed: int = 0,
     label_fn: LabelFn = label_many,
+    scorer: NLGScorer | None = None,
 ) -> EvalResult:
     """Score each system's {id: report} against {id: reference}; ids must match exactly.
 
     Returns corpus metrics with 95% percentile bootstrap CIs (n_boot paired resamples of the
     studies, drawn from `seed`), pairwise p-values, per-sample scores and per-class CE tables.
+    Pass an open `scorer` to reuse its METEOR JVM across calls (it is left open); otherwise one is
+    started and stopped here.
     """
     if not systems:
         raise UserError("no predictions to evaluate")
@@ -109,12 +112,17 @@ def evaluate_systems(
         check_ids(preds, references, name)
     ids = list(references)
     refs = [references[i] for i in ids]
-    with NLGScorer() as scorer:  # the JVM loads while the labeler runs
+    own = scorer is None
+    scorer = NLGScorer() if own else scorer  # the JVM loads while the labeler runs
+    try:
         texts = {name: [preds[i] for i in ids] for name, preds in systems.items()}
         ref_pos = label_texts(refs, label_fn)
         ce = {name: ce_counts(label_texts(t, label_fn), ref_pos) for name, t in texts.items()}
         samples = {name: SystemSamples(scorer.score(t, refs), ce[name])
                    for name, t in tqdm(texts.items(), desc="scoring systems", unit="system", disable=None)}
+    finally:
+        if own:
+            scorer.close()
     weights = resample_weights(len(ids), n_boot, seed)
     point = {name: s.metrics() for name, s in samples.items()}
     boot = {name: s.metrics(weights) for name, s in samples.items()}
