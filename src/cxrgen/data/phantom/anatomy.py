@@ -145,7 +145,7 @@ def frontal(p: Patient, R: int, rng: np.random.Generator) -> Canvas:
             by = info["dome_y"] - rng.uniform(0.0, 0.05) * R
             b = blob(R, cx + sgn * 0.25 * R, by - 0.05 * R, 0.17 * R, 0.11 * R, edge=0.03 * R)
             c.soft += 0.12 * b * _smoothstep((y - by + 0.12 * R) / (0.1 * R))
-    spine_x = cx + p.scoliosis * R * np.sin(np.pi * (y - y0) / (1.3 * h) + p.spine_phase) * 2
+    spine_x = cx + p.scoliosis * R * np.sin(2 * np.pi * (y - y0) / (1.4 * h) + p.spine_phase) * 2
     _spine_frontal(c, p, spine_x, y0, h)
     _ribs_frontal(c, p, cx, spine_x, y0, w, h, rng)
     _clavicles_scapulae(c, p, cx, y0, shoulder, rng)
@@ -164,7 +164,7 @@ def _spine_frontal(c: Canvas, p: Patient, spine_x: np.ndarray, y0: float, h: flo
     body = np.clip(1 - np.abs(x - spine_x) / (0.038 * R), 0, 1) ** 0.4
     disc = 0.55 + 0.45 * _smoothstep(np.minimum(phase, 1 - phase) / 0.12)
     spinous = np.exp(-((x - spine_x) / (0.008 * R)) ** 2) * (np.abs(phase - 0.55) < 0.22)
-    c.bone += (0.22 * body * disc + 0.12 * spinous).astype(np.float32) * p.bone_gain
+    c.bone += (0.25 * body * disc + 0.2 * spinous).astype(np.float32) * p.bone_gain
     c.marks["vertebra_period"] = period
 
 

@@ -89,7 +89,7 @@ def adjust(p: Patient, f: Finding, rng: np.random.Generator) -> Patient:
                        ap_depth=0.06 * s, ctr=min(p.ctr, 0.42))
     if f.kind == "scoliosis":
         sign = -1 if "levo" in f.sentence.lower() else 1 if "dextro" in f.sentence.lower() else rng.choice([-1, 1])
-        return replace(p, scoliosis=sign * s * 0.022 * k, spine_phase=rng.uniform(0.3, 0.8))
+        return replace(p, scoliosis=sign * s * 0.03 * k, spine_phase=rng.uniform(-0.3, 0.3))
     if f.kind == "kyphosis":
         return replace(p, kyphosis=0.04 * s * k)
     if f.kind == "osteopenia":
@@ -161,23 +161,23 @@ def _opacity(F: Canvas, L: Canvas, f: Finding, rng, density: float) -> dict:
     out = []
     for side in sides:
         x, y = _point(F, side, level, rng, medial=f.location == "retrocardiac")
-        r = R * 0.065 * k
-        patch = blob(R, x, y, r, r * 0.8, edge=r * 0.8) * np.clip(0.45 + 0.6 * noise_field(rng, R, 0.025 * R), 0, 1)
+        r = R * 0.08 * k
+        patch = blob(R, x, y, r, r * 0.8, edge=r * 0.8) * np.clip(0.6 + 0.5 * noise_field(rng, R, 0.025 * R), 0, 1)
         _replace_air(F, patch, density * f.strength, F.marks["lung_any"])
         out.append({"side": ["right", "left"][side], "x": x / R, "y": y / R, "radius": r / R})
     lx, ly = _lat_point(L, level, f.location, rng)
     r = R * 0.06 * k
-    patch = blob(R, lx, ly, r, r * 0.8, edge=r * 0.8) * np.clip(0.45 + 0.6 * noise_field(rng, R, 0.025 * R), 0, 1)
+    patch = blob(R, lx, ly, r, r * 0.8, edge=r * 0.8) * np.clip(0.6 + 0.5 * noise_field(rng, R, 0.025 * R), 0, 1)
     _replace_air(L, patch, density * f.strength, L.marks["lung"])
     return {"patches": out, "level": level}
 
 
 def opacity(F, L, f, rng):
-    return _opacity(F, L, f, rng, 0.6)
+    return _opacity(F, L, f, rng, 0.8)
 
 
 def consolidation(F, L, f, rng):
-    return _opacity(F, L, f, rng, 0.85)
+    return _opacity(F, L, f, rng, 0.95)
 
 
 def atelectasis(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
@@ -241,12 +241,14 @@ def pneumothorax(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     """Air between chest wall and a collapsed lung: a thin visceral pleural line, no markings beyond."""
     from scipy import ndimage
     R, k = F.R, SEVERITY[f.severity]
-    y, _ = F.grid
+    y, x = F.grid
     sides, widths = _sides(f, rng), []
     for side in sides:
         lung = F.marks["lungs"][side]
-        rows = np.nonzero(lung.any(1))[0]
-        dist = ndimage.distance_transform_edt(lung)
+        rows, cols = np.nonzero(lung.any(1))[0], np.nonzero(lung.any(0))[0]
+        # distance from the chest wall only: the medial (mediastinal) border stays put
+        wall = lung | ((x > cols.mean()) if side == 0 else (x < cols.mean()))
+        dist = ndimage.distance_transform_edt(wall) * lung
         rel = np.clip((y - rows.min()) / (rows.max() - rows.min()), 0, 1)
         d = R * 0.045 * k * (1.2 - 0.9 * rel)  # widest at the apex
         space = (dist > 0) & (dist < d)
@@ -504,15 +506,15 @@ def degenerative_spine(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
         sx = float(F.marks["spine_x"][int(min(yy, R - 1)), 0])
         for sgn in (-1, 1):
             bx = sx + sgn * 0.038 * R
-            strokes_f.append(("polygon", [(bx, yy - 0.012 * R), (bx + sgn * 0.02 * R, yy), (bx, yy + 0.012 * R)], 1.0))
+            strokes_f.append(("polygon", [(bx, yy - 0.018 * R), (bx + sgn * 0.03 * R, yy), (bx, yy + 0.018 * R)], 1.0))
         m = L.marks
         ly = m["vert_y0"] + lv * m["vert_period"]
         lx = float(m["spine_x"][int(min(ly, R - 1)), 0]) - 0.045 * R
-        strokes_l.append(("polygon", [(lx + 2, ly - 0.02 * R), (lx - 0.022 * R, ly - 0.004 * R), (lx + 2, ly - 0.002 * R)], 1.0))
-        strokes_l.append(("polygon", [(lx + 2, ly + 0.02 * R), (lx - 0.022 * R, ly + 0.004 * R), (lx + 2, ly + 0.002 * R)], 1.0))
-        strokes_l.append(("line", [(lx, ly), (lx + 0.09 * R, ly)], 2, 0.8))
-    F.bone += 0.35 * f.strength * draw(R, strokes_f, blur=0.6)
-    L.bone += 0.5 * f.strength * draw(R, strokes_l, blur=0.6)
+        strokes_l.append(("polygon", [(lx + 2, ly - 0.03 * R), (lx - 0.032 * R, ly - 0.004 * R), (lx + 2, ly - 0.002 * R)], 1.0))
+        strokes_l.append(("polygon", [(lx + 2, ly + 0.03 * R), (lx - 0.032 * R, ly + 0.004 * R), (lx + 2, ly + 0.002 * R)], 1.0))
+        strokes_l.append(("line", [(lx, ly), (lx + 0.09 * R, ly)], 3, 1.0))
+    F.bone += 0.45 * f.strength * draw(R, strokes_f, blur=0.6)
+    L.bone += 0.7 * f.strength * draw(R, strokes_l, blur=0.6)
     return {"levels": [int(v) for v in levels]}
 
 
