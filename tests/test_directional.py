@@ -1,4 +1,6 @@
 """The directional loss must be a differentiable function of the decoder (the seed's was a constant)."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,21 +95,22 @@ def test_optimising_directional_alone_lowers_it(setup):
     assert history[-1] < 0.7 * history[0], history
 
 
-def test_hook_uses_cache_and_weight(setup):
+def test_hook_uses_cached_embeddings_and_weight(setup):
     clip, tok, ids, mask = setup
-    hook = DirectionalHook(DirectionalLoss(clip, tok.minilm_ids), weight=0.5)
     sids = [f"s{i}" for i in range(len(REPORTS))]
-    _, targets, tmask = _inputs(ids, mask)
     img = F.normalize(torch.randn(len(REPORTS), clip.cfg.embed_dim), dim=-1)
-    hook.precompute(sids, img, hook.loss.report_embedding(targets * tmask, tmask))
-    logits = torch.randn(len(REPORTS), targets.shape[1], len(tok), requires_grad=True)
+    hook = DirectionalHook(clip, weight=0.5, image_emb=dict(zip(sids, img)))
+    logits = torch.randn(len(REPORTS), ids.shape[1] - 1, len(tok), requires_grad=True)
     batch = {"study_id": sids, "report_ids": ids, "report_mask": mask}
-    out = hook(None, batch, logits)
+    out = hook(SimpleNamespace(tokenizer=tok), batch, logits)  # the module only lends its tokenizer
+    _, targets, tmask = _inputs(ids, mask)
     full = hook.loss(logits, targets, tmask, img)
-    assert set(out) == {"directional_loss"}
+    assert set(out) == {"directional_loss"} and set(hook.report_emb) == set(sids)
     assert torch.allclose(out["directional_loss"], 0.5 * full, atol=1e-5)
     out["directional_loss"].backward()
     assert logits.grad.abs().sum() > 0
+    with pytest.raises(KeyError, match="no CLIP image embedding"):
+        hook(None, {**batch, "study_id": ["x"] * len(sids)}, logits)
 
 
 def test_shape_mismatch_is_a_clear_error(setup):

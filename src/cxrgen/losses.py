@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -150,46 +149,79 @@ class DirectionalLoss(nn.Module):
 class DirectionalHook:
     """`extra_losses` hook for cxrgen.train.GeneratorModule: adds lambda * L_dir (eq 4).
 
-    E_I(x) and E_T(r) are constant (frozen CLIP), so they are looked up by study id when
-    `precompute` filled the cache, else computed from the batch. That keeps an epoch's extra
-    cost to one MiniLM forward/backward on the soft sequences.
+    The loss is built at the first call from `module.tokenizer.minilm_ids` (the compact
+    vocabulary exists only once training has built it). E_I(x) and E_T(r) are constants
+    (frozen CLIP): image embeddings come from `image_emb` by study id (required when the batch
+    holds cached encoder features instead of images), and E_T(r) is computed once per study and
+    cached, so later epochs pay only for the differentiable E_T(M(x)).
+
+    Args:
+        clip: a trained CXRClip, frozen here.
+        weight: lambda.
+        image_emb: {study id: E_I(x)} precomputed with the CLIP's own image pipeline.
+        row_fraction: fraction of each batch's rows that get L_dir (a random subset, an unbiased
+            estimate of the batch mean) to bound the MiniLM cost per step.
     """
 
-    def __init__(self, loss: DirectionalLoss, weight: float):
-        self.loss = loss
-        self.weight = weight
-        self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    def __init__(self, clip: CXRClip, weight: float, image_emb: dict[str, torch.Tensor] | None = None,
+                 temperature: float = 1.0, gumbel: bool = False, row_fraction: float = 1.0):
+        if not 0 < row_fraction <= 1:
+            raise ValueError(f"row_fraction must be in (0, 1], got {row_fraction}")
+        self.clip, self.weight, self.temperature, self.gumbel = clip, weight, temperature, gumbel
+        self.image_emb = dict(image_emb or {})
+        self.report_emb: dict[str, torch.Tensor] = {}
+        self.row_fraction = row_fraction
+        self.loss: DirectionalLoss | None = None
 
-    @torch.no_grad()
-    def precompute(self, study_ids: list[str], image_emb: torch.Tensor, report_emb: torch.Tensor) -> None:
-        for sid, i, t in zip(study_ids, image_emb.cpu(), report_emb.cpu()):
-            self.cache[sid] = (i, t)
-
-    def _references(self, batch: dict, targets: torch.Tensor, mask: torch.Tensor):
-        ids = batch.get("study_id")
-        if ids is not None and all(s in self.cache for s in ids):
-            img, rep = (torch.stack(x).to(targets.device) for x in zip(*(self.cache[s] for s in ids)))
-            return img, rep
-        with torch.no_grad():
-            img = self.loss.clip.encode_image(batch["image"])
-        return img, self.loss.report_embedding(targets * mask, mask)
+    def _image_embeddings(self, batch: dict, ids: list[str]) -> torch.Tensor:
+        if all(s in self.image_emb for s in ids):
+            return torch.stack([self.image_emb[s] for s in ids])
+        if "image" not in batch:
+            missing = next(s for s in ids if s not in self.image_emb)
+            raise KeyError(f"no CLIP image embedding for study {missing} and no images in the batch "
+                           "(cached-feature training needs precomputed image_emb)")
+        with torch.no_grad():  # (B, views, 1, H, W) uint8, frontal first
+            return self.loss.clip.encode_image(batch["image"][:, 0].float() / 255)
 
     def __call__(self, module: nn.Module, batch: dict, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.loss is None:
+            self.loss = DirectionalLoss(self.clip, module.tokenizer.minilm_ids, self.temperature, self.gumbel)
         self.loss.to(logits.device)
-        targets = batch["report_ids"][:, 1:]  # logits[:, t] predicts report_ids[:, t + 1]
-        mask = batch["report_mask"][:, 1:].bool() if "report_mask" in batch else targets != 0
-        img, rep = self._references(batch, targets, mask)
+        rows = torch.arange(logits.shape[0])
+        if self.row_fraction < 1:
+            k = max(1, round(self.row_fraction * len(rows)))
+            rows = torch.randperm(len(rows))[:k].sort().values
+        ids = [batch["study_id"][i] for i in rows.tolist()]
+        targets = batch["report_ids"][rows, 1:]  # logits[:, t] predicts report_ids[:, t + 1]
+        mask = batch["report_mask"][rows, 1:].bool()
+        keep = int(mask.sum(1).max())  # trailing all-pad columns carry nothing
+        targets, mask, logits = targets[:, :keep], mask[:, :keep], logits[rows.to(logits.device), :keep]
+        todo = [i for i, s in enumerate(ids) if s not in self.report_emb]
+        if todo:
+            for i, e in zip(todo, self.loss.report_embedding(targets[todo] * mask[todo], mask[todo]).cpu()):
+                self.report_emb[ids[i]] = e
+        rep = torch.stack([self.report_emb[s] for s in ids]).to(logits.device)
+        img = self._image_embeddings(batch, ids).to(logits.device)
         return {"directional_loss": self.weight * self.loss(logits, targets, mask, img, rep)}
 
 
-def build_directional_hook(clip_dir: str, minilm_ids: torch.Tensor, weight: float, temperature: float = 1.0,
-                           gumbel: bool = False) -> Callable:
-    """Load a `cxrgen clip train` checkpoint and wrap it as an `extra_losses` hook."""
+def build_directional_hook(clip_dir: str, weight: float, studies: list | None = None, temperature: float = 1.0,
+                           gumbel: bool = False, row_fraction: float = 1.0) -> DirectionalHook:
+    """Load a `cxrgen clip train` checkpoint and wrap it as an `extra_losses` hook.
+
+    `studies`: the training/validation studies, whose frontal images are embedded once here
+    (needed when the generator trains on cached encoder features).
+    """
     from cxrgen.errors import UserError
     from cxrgen.models.clip import load_clip
+    from cxrgen.retrieval import embed_study_images
 
     clip = load_clip(clip_dir)
     if not isinstance(clip, CXRClip):
         raise UserError(f"{clip_dir}: the directional loss needs a MiniLM-text CLIP from `cxrgen clip train` "
                         "(external CLIPs use a BPE vocabulary the decoder does not share; use them for retrieval/SCST)")
-    return DirectionalHook(DirectionalLoss(clip, minilm_ids, temperature, gumbel), weight)
+    image_emb = {}
+    if studies:
+        ids, emb = embed_study_images(clip, studies)
+        image_emb = dict(zip(ids, emb))
+    return DirectionalHook(clip, weight, image_emb, temperature, gumbel, row_fraction)
