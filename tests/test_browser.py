@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from test_serve import make_tiny_checkpoint
+from test_serve import StandInClip, corpus, make_tiny_checkpoint
 
 from cxrgen.labeler import CONDITIONS
 from cxrgen.models.generator import ReportGenerator
 from cxrgen.serve import create_app
+from cxrgen.serve.similar import SimilarCases
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -35,10 +36,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A tiny real checkpoint served by uvicorn on a loopback port, in a background thread."""
+    """A tiny real checkpoint (random weights) and similar-case search with a keyword stand-in CLIP,
+    served by uvicorn on a loopback port in a background thread."""
     generator = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path_factory.mktemp("browser") / "tiny"))
+    app = create_app(generator, retriever=SimilarCases(StandInClip(), corpus()), model_name="tiny-random")
     port = _free_port()
-    config = uvicorn.Config(create_app(generator, model_name="tiny-random"),
+    config = uvicorn.Config(app,
                             host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -78,7 +81,7 @@ def test_upload_shows_every_section(server, page, shared_iu):
     assert page.locator("#plain").inner_text().strip()
     assert page.locator("#chart svg g.bar").count() == len(CONDITIONS)
     assert page.locator("#chart").inner_text().count("%") >= len(CONDITIONS)
-    assert page.locator("#similar").inner_text().strip()
+    assert page.locator("#similar ol.cases li").count() == 3
     for img in ("#frontal-img", "#heatmap", "#lateral-img"):  # decoded, not broken
         assert page.eval_on_selector(img, "i => i.complete && i.naturalWidth > 0"), img
     assert "Done" in page.locator("#status").inner_text()

@@ -26,7 +26,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from cxrgen.cli import main
 from cxrgen.labeler import CONDITIONS
 from cxrgen.serve import create_app
+from cxrgen.data.studies import Study
+from cxrgen.errors import UserError
 from cxrgen.serve.app import STATIC
+from cxrgen.serve.similar import SimilarCases
 from cxrgen.serve.worker import BatchWorker, Busy
 
 
@@ -50,6 +53,28 @@ class StandInGenerator:
                          "probabilities": {c: mean * (i + 1) / len(CONDITIONS) for i, c in enumerate(CONDITIONS)},
                          "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32)})
         return outs
+
+
+class StandInClip:
+    """Texts embed by keywords, images by brightness: bright -> "effusion", dark -> "clear"."""
+
+    image_size = 32
+    WORDS = ("effusion", "cardiomegaly", "clear")
+
+    def embed_texts(self, texts):
+        import torch
+
+        v = torch.tensor([[float(w in t.lower()) for w in self.WORDS] for t in texts]) + 0.01
+        return torch.nn.functional.normalize(v, dim=-1)
+
+    def encode_images(self, images):
+        return self.embed_texts(["effusion" if im.mean() > 127 else "clear" for im in images])
+
+
+def corpus() -> list[Study]:
+    texts = ["Small left pleural effusion.", "The lungs are clear.", "The lungs are clear.",
+             "Cardiomegaly and effusion.", "Cardiomegaly.", ""]
+    return [Study(f"s{i}", "train", findings=t) for i, t in enumerate(texts)]
 
 
 def png(width: int = 64, height: int = 80, value: int = 200, noise: bool = False) -> bytes:
@@ -328,3 +353,24 @@ def test_cli_serve_bad_model_dir_is_one_line(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "missing" in err and "Traceback" not in err
+
+
+def test_similar_cases_rank_distinct_reports():
+    search = SimilarCases(StandInClip(), corpus())
+    assert len(search.reports) == 4  # the duplicate and the empty report are dropped
+    bright = search.search(np.full((50, 40), 230, np.uint8), None, 3)
+    assert bright[0] == {"study_id": "s0", "report": "Small left pleural effusion.", "score": pytest.approx(1, abs=0.01)}
+    assert [c["study_id"] for c in bright][:2] == ["s0", "s3"]  # the third is a tie
+    assert [c["score"] for c in bright] == sorted((c["score"] for c in bright), reverse=True)
+    assert search.search(np.zeros((50, 40), np.uint8), None, 3)[0]["study_id"] == "s1"  # first of the duplicates
+    assert len(search.search(np.zeros((8, 8), np.uint8), None, 10)) == 4
+    with pytest.raises(UserError, match="no training reports"):
+        SimilarCases(StandInClip(), corpus()[-1:])
+
+
+def test_report_includes_similar_cases(generator):
+    app = create_app(generator, retriever=SimilarCases(StandInClip(), corpus()))
+    with TestClient(app) as c:
+        assert c.get("/healthz").json()["clip"] is True
+        cases = post(c, frontal=png(value=240)).json()["similar_cases"]
+    assert len(cases) == 3 and cases[0]["report"] == "Small left pleural effusion."

@@ -16,7 +16,8 @@ def register(sub) -> None:
                        description="Serve the report page and /v1/reports. Research prototype: no authentication, "
                                    "so it binds to 127.0.0.1 unless --host says otherwise.")
     p.add_argument("--model", required=True, type=Path, help="model directory (from `cxrgen train`)")
-    p.add_argument("--clip", type=Path, help="CLIP directory: enables the 3 most similar training cases")
+    p.add_argument("--clip", type=Path, help="CLIP directory or state-dict file: enables the 3 most similar "
+                                             "training cases (IU X-ray training reports)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=25, help="limit per uploaded image (default 25)")
@@ -35,20 +36,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def load_services(model_dir: Path, clip_dir: Path | None):
-    """Load the generator (and the retriever) once; bad directories become UserErrors."""
+def load_services(model_dir: Path, clip_path: Path | None):
+    """Load the generator (and the similar-case search) once; bad paths become UserErrors."""
     from cxrgen.models.generator import ReportGenerator
+    from cxrgen.serve.similar import SimilarCases
 
-    for what, path in (("--model", model_dir), ("--clip", clip_dir)):
-        if path is not None and not path.is_dir():
-            raise UserError(f"{what} {path}: not a directory")
     generator = ReportGenerator.from_pretrained(model_dir)
-    retriever = None
-    if clip_dir is not None:
-        from cxrgen.retrieval import Retriever
-
-        retriever = Retriever.from_pretrained(clip_dir)
-    return generator, retriever
+    return generator, SimilarCases.from_pretrained(clip_path) if clip_path is not None else None
 
 
 def run(args) -> int:
