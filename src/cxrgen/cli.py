@@ -17,6 +17,12 @@ COMMANDS = [
     "cxrgen.commands.demo",  # demo: the main job end to end
     "cxrgen.commands.label",  # label: CheXpert-style labels for a CSV/JSONL of reports
     "cxrgen.commands.serve",  # serve: web page + HTTP API
+    "cxrgen.commands.eval",  # eval: NLG + clinical metrics with bootstrap CIs, beside baselines
+    "cxrgen.commands.baseline",  # baseline: trivial baseline predictions for a split
+    "cxrgen.commands.simplify",  # simplify: plain-language reports behind a consistency guard
+    "cxrgen.commands.train",  # train: fit a report generator from a YAML config
+    "cxrgen.commands.generate",  # generate: reports for one study or a dataset split
+    "cxrgen.commands.clip",  # clip: train/eval/probe the chest X-ray CLIP, retrieval baseline
 ]
 
 

@@ -43,7 +43,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     cls_weight: float = 0.5  # weight of the auxiliary 14-way finding BCE loss
     label_smoothing: float = 0.0
-    early_stop_margin: float = 0.05  # stop once val loss exceeds its minimum by this much (the seed's rule)
+    early_stop_margin: float = 0.05  # stop once val CE exceeds (1 + margin) x its minimum (the seed's 5% rule)
     select_metric: str = "cider"  # checkpoint selection: "cider" (greedy decodes of val) or "loss"
     val_decode_limit: int = 300  # studies decoded per validation pass for the selection metric
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU; or any Lightning precision string
@@ -96,8 +96,11 @@ def _set_field(cfg: Config, section: str, key: str, value: Any) -> None:
     current = getattr(obj, key)
     if isinstance(current, bool) and not isinstance(value, bool):
         raise UserError(f"{section}.{key} must be true or false, got {value!r}")
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads "3e-4" (no dot) as a string
+            value = float(value)
+        except ValueError:
+            raise UserError(f"{section}.{key} expects a number, got {value!r}") from None
     if current is not None and value is not None and not isinstance(value, type(current)):
         raise UserError(f"{section}.{key} expects {type(current).__name__}, got {value!r}")
     setattr(obj, key, value)

@@ -39,6 +39,7 @@ def _step(decoder: TransformerDecoder, ids: torch.Tensor, memory: Memory, cache:
     """Log-probabilities (R, V) of the next token after `ids`, feeding only the newest token."""
     logits, weights = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, need_weights)
     logp = logits[:, -1].float().log_softmax(-1)
+    logp[:, ids[0, 0]] = float("-inf")  # never emit BOS again (every row starts with it)
     return ban_repeated_ngrams(ids, logp, no_repeat_ngram), (weights[:, -1].float() if weights is not None else None)
 
 

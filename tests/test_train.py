@@ -1,0 +1,150 @@
+"""Training through the real Lightning path, checkpoints, the CLI, configs and the no-label-leak guarantee."""
+import csv
+import json
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrgen.checkpoint import FILES, load_checkpoint
+from cxrgen.cli import main
+from cxrgen.config import Config, apply_overrides, load_config
+from cxrgen.data.datasets import load_studies
+from cxrgen.errors import UserError
+from cxrgen.models.generator import ReportGenerator
+from cxrgen.train import GeneratorModule, MarginEarlyStopping, collate, fit
+
+TEXTS = ["The heart is enlarged. There is a small left pleural effusion.",
+         "The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal."]
+TINY = ["model.encoder=resnet18", "model.pretrained=false", "model.image_size=32", "model.d_model=32",
+        "model.n_layer=1", "model.n_head=2", "model.max_len=24", "train.batch_size=4", "train.min_token_freq=1",
+        "decode.max_len=24", "train.val_decode_limit=8"]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """16 studies in a CSV manifest: bright images say cardiomegaly + effusion, dark ones are normal."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    with open(root / "m.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "image", "lateral", "text", "split"])
+        for i in range(16):
+            a = (rng.random((40, 40)) * 60 + (150 if i % 2 == 0 else 40)).astype(np.uint8)
+            Image.fromarray(a).save(root / f"{i}_f.png")
+            Image.fromarray(a.T.copy()).save(root / f"{i}_l.png")
+            split = "train" if i < 10 else "val" if i < 13 else "test"
+            w.writerow([f"s{i}", f"{i}_f.png", f"{i}_l.png" if i % 3 else "", TEXTS[i % 2], split])
+    return root / "m.csv"
+
+
+@pytest.fixture(scope="module")
+def run(manifest, tmp_path_factory):
+    """A 2-epoch run through `cxrgen train` (the real Lightning path, frozen-feature mode)."""
+    torch.set_num_threads(1)
+    cfg = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    apply_overrides(Config(), TINY).save(cfg)
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--config", str(cfg), "--data", f"manifest:{manifest}", "--output", str(out),
+                 "--epochs", "2", "--set", "train.lr=3e-3"]) == 0
+    return out
+
+
+def test_run_folder_has_checkpoint_logs_and_curve(run):
+    assert all((run / "model" / f).is_file() for f in FILES)
+    resolved = load_config(run / "config.yaml")
+    assert resolved.train.epochs == 2 and resolved.train.lr == 3e-3 and resolved.model.d_model == 32
+    assert (run / "loss_curve.png").stat().st_size > 0 and (run / "csv" / "metrics.csv").is_file()
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["best_metric"] == "val/cider"
+    meta = json.loads((run / "model" / "meta.json").read_text())
+    assert meta["seed"] == 42 and meta["train_studies"] == 10
+    assert not list(run.glob(".model.*"))  # no temporary directories left behind
+
+
+def test_checkpoint_round_trip_and_generate_contract(run, manifest):
+    model, tok, cfg, _ = load_checkpoint(run / "model")
+    gen = ReportGenerator(model, tok, cfg)
+    again = ReportGenerator.from_pretrained(run / "model")
+    for a, b in zip(model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    frontal = np.asarray(Image.open(manifest.parent / "0_f.png"))
+    out = gen.generate(frontal, None)
+    assert isinstance(out["report"], str)
+    assert len(out["probabilities"]) == 14 and all(0 <= p <= 1 for p in out["probabilities"].values())
+    assert out["attention"].shape == (1, 1)  # resnet18 at 32 px: one patch per view
+    batch = gen.generate_batch([frontal, frontal], [None, frontal], beam_size=1)
+    assert len(batch) == 2 and batch[0]["report"] == gen.generate(frontal, None, beam_size=1)["report"]
+
+
+def test_predictions_ignore_reference_labels(run, manifest):
+    """Labels are training targets only: flipping them changes the loss, never the model's outputs."""
+    model, tok, cfg, _ = load_checkpoint(run / "model")
+    module = GeneratorModule(model, tok, cfg).eval()
+    frontal = torch.rand(2, 2, 1, 32, 32).mul(255).byte()
+    items = [{"study_id": f"x{i}", "report_ids": torch.tensor(tok.encode(TEXTS[i], 24)),
+              "labels": torch.zeros(14), "label_mask": torch.ones(14), "view_mask": torch.tensor([True, True]),
+              "image": frontal[i]} for i in range(2)]
+    batch = collate(items, tok.pad_id)
+    flipped = dict(batch, labels=1 - batch["labels"])
+    with torch.no_grad():
+        (l1, m1), (l2, m2) = module.model_step(batch), module.model_step(flipped)
+        logits1 = model.decode(m1, batch["report_ids"][:, :-1])
+        logits2 = model.decode(m2, batch["report_ids"][:, :-1])
+    assert torch.equal(m1.cls_logits, m2.cls_logits) and torch.equal(logits1, logits2)
+    assert not torch.isclose(l1["cls_loss"], l2["cls_loss"])
+
+
+def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
+    assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
+                 "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"report", "probabilities", "attention", "disclaimer"}
+    preds = tmp_path / "preds.jsonl"
+    assert main(["generate", "--model", str(run / "model"), "--data", f"manifest:{manifest}", "--split", "test",
+                 "--output", str(preds), "--beam", "2"]) == 0
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report"} for r in rows)
+
+
+def test_cli_user_errors_exit_2(run, manifest, tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--image", "x.png"]) == 2
+    assert main(["generate", "--model", str(run / "model"), "--image", str(tmp_path / "missing.png")]) == 2
+    assert main(["train", "--data", f"manifest:{manifest}", "--output", str(tmp_path / "r"),
+                 "--set", "model.nonsense=1"]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "model.nonsense" in err and "Traceback" not in err
+
+
+def test_finetune_mode_two_steps(manifest, tmp_path):
+    torch.set_num_threads(1)
+    cfg = load_config(None, TINY + ["train.mode=finetune", "train.epochs=1", "train.select_metric=loss"])
+    result = fit(cfg, load_studies(f"manifest:{manifest}"), tmp_path / "ft", limit_train_batches=2)
+    assert result.best_metric == "val/ce_loss" and result.best_value is not None
+    model, *_ = load_checkpoint(result.model_dir)
+    assert any(k.startswith("encoder.") for k in model.state_dict())
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = load_config(None, ["model.d_model=64", "train.lr=1e-3", "decode.beam_size=5", "model.encoder_weights=/w.pth"])
+    assert (cfg.model.d_model, cfg.train.lr, cfg.decode.beam_size, cfg.model.encoder_weights) == (64, 1e-3, 5, "/w.pth")
+    path = tmp_path / "c.yaml"
+    cfg.save(path)
+    assert load_config(path) == cfg
+    for bad, msg in (("model.d_model=big", "expects int"), ("train.nope=1", "unknown config field"),
+                     ("d_model=3", "section.field=value"), ("model.label_prefix=3", "true or false")):
+        with pytest.raises(UserError, match=msg):
+            apply_overrides(Config(), [bad])
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_margin_early_stopping_rule():
+    stop = MarginEarlyStopping("val/ce_loss", margin=0.05)
+    trainer = types.SimpleNamespace(callback_metrics={}, sanity_checking=False, should_stop=False)
+    for value, expect in ((2.0, False), (1.0, False), (1.04, False), (1.06, True)):
+        trainer.callback_metrics["val/ce_loss"] = torch.tensor(value)
+        stop.on_validation_end(trainer, None)
+        assert trainer.should_stop is expect
