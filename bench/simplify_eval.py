@@ -154,11 +154,13 @@ def main() -> None:
         [x for x in nonempty if labeler.label(x[0].report)["No Finding"] == 1],
     ]
     picked: list = []
+    turn = 0
     while len(picked) < args.examples and any(pools):
-        pool = pools[len(picked) % len(pools)]
+        pool = pools[turn % len(pools)]
+        turn += 1
         if pool:
             x = pool.pop(rng.randrange(len(pool)))
-            if x not in picked:
+            if all(x[0].id != p[0].id for p in picked):
                 picked.append(x)
     print("\n| id | original | plain | grade before → after | guard |")
     print("|---|---|---|---|---|")
