@@ -14,7 +14,10 @@ stays visible to the labeler and to the patient, who can ask about it by name.
 
 Example:
     >>> r = simplify("Mild cardiomegaly. No pneumothorax or pleural effusion.")
-    >>> r.plain, r.guard["passed"]
+    >>> r.plain
+    'Mild enlarged heart. No air leak around the lung (pneumothorax) or fluid around the lung (pleural effusion).'
+    >>> r.guard["passed_before_fallback"], r.guard["passed"]
+    (True, True)
 """
 from __future__ import annotations
 
