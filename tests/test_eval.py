@@ -1,7 +1,7 @@
 """Evaluation suite: pycocoevalcap agreement, bootstrap recomputation, CE, baselines, CLI.
 
-METEOR starts a JVM (~10 s of CPU to load its paraphrase table), so this file starts two: one
-shared scorer for the library tests and one inside the end-to-end CLI run.
+METEOR starts a JVM (~12 s of CPU to load its paraphrase table), so the whole file shares one
+scorer, lent to the CLI run too.
 """
 import json
 
@@ -223,7 +223,18 @@ def dataset(tmp_path):
     return f"phantom:{tmp_path / 'ds'}"
 
 
-def test_cli_baseline_and_eval(dataset, tmp_path, capsys):
+class _Lent:
+    """The shared scorer, lent to code that would otherwise start (and stop) its own JVM."""
+
+    def __init__(self, scorer):
+        self.score = scorer.score
+
+    def close(self):
+        pass
+
+
+def test_cli_baseline_and_eval(dataset, tmp_path, capsys, monkeypatch, scorer):
+    monkeypatch.setattr("cxrgen.evaluate.report.NLGScorer", lambda: _Lent(scorer))
     preds = tmp_path / "model.jsonl"
     preds.write_text("".join(json.dumps({"id": k, "report": v}) + "\n" for k, v in MODEL.items()))
     rf = tmp_path / "rf.jsonl"
