@@ -225,6 +225,13 @@ def test_agreement_with_chexpert_reference(shared_iu):
     # CheXpert: vascular prominence and pulmonary congestion suggest edema
     ("Central pulmonary vascular prominence.", "Edema", -1),
     ("Mild pulmonary congestion.", "Edema", -1),
+    # CheXpert: a nodular opacity is a lesion and an opacity; a bare density is neither
+    ("6 mm nodular opacity in the right upper lobe.", "Lung Lesion", 1),
+    ("6 mm nodular opacity in the right upper lobe.", "Lung Opacity", 1),
+    ("Retrocardiac density compatible with hiatal hernia.", "Lung Opacity", None),
+    ("Patchy density in the left lower lung.", "Lung Opacity", 1),
+    ("Increased interstitial lung markings.", "Lung Opacity", 1),
+    ("Spinal stimulator with tip at T9.", "Support Devices", 1),
 ])
 def test_chexpert_class_definitions(text, observation, status):
     assert label(text)[observation] == status

@@ -50,15 +50,15 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     # surgical material and devices
     ("sternotomy", None, r"sternotomy|sternal (?:wires?|sutures?)|cabg(?! markers?)"),
     ("surgical clips", None, r"(?:surgical|cholecystectomy|vascular|postsurgical) clips?|clips?"),
-    ("pacemaker", "Support Devices", r"pacemakers?|pacers?|icds?|(?:cardiac |implantable )?defibrillators?|aicds?|cardioverter"),
+    ("pacemaker", "Support Devices", r"pacemakers?|pacers?|(?:pacemaker |pulse )?generators?|icds?|(?:cardiac |implantable )?defibrillators?|aicds?|cardioverter"),
     ("monitor leads", None, r"(?:external |cardiac |ecg |ekg )?monitor(?:ing)? leads?|(?:ecg|ekg|external|overlying) leads?"),
     ("leads", "Support Devices", r"(?:pacer|pacemaker|pacing|transvenous|cardiac|icd) (?:leads?|wires?)|leads?"),
-    ("catheter", "Support Devices", r"catheters?|picc(?: lines?)?|central (?:venous )?lines?|(?:jugular|subclavian|venous) lines?|port-?a-?cath|(?:chest|power|infusion|mediport) ports?|mediports?"),
-    ("tube", "Support Devices", r"(?:endotracheal|et|nasogastric|ng|orogastric|og|feeding|chest|enteric|gastric|gastrostomy|tracheostomy|drainage) tubes?|tracheostomy|tubes?|drains?"),
+    ("catheter", "Support Devices", r"catheters?|picc(?: lines?)?|central (?:venous )?lines?|(?:jugular|subclavian|venous) lines?|port-?a-?cath|(?:chest|power|infusion|mediport) ports?|mediports?|ports?"),
+    ("tube", "Support Devices", r"(?:endotracheal|et|nasogastric|ng|orogastric|og|feeding|chest|enteric|gastric|gastrostomy|tracheostomy|drainage) tubes?|tracheostomy|drains?|shunts?"),
     ("valve replacement", "Support Devices", r"(?:prosthetic |mechanical |replaced )?(?:aortic |mitral )?valve (?:replacement|prosthesis|artifact)|valve replacements?|(?:prosthetic|mechanical|bioprosthetic|artificial) (?:aortic |mitral |tricuspid )?valves?"),
     # CheXpert counts orthopedic fixation and joint replacement as support devices.
     ("hardware", "Support Devices", r"(?:orthopedic |fixation |surgical |spinal |fusion )hardware|hardware|(?:fixation |surgical |orthopedic )?screws?|(?<!growth )plates?(?![-\w])|arthroplast\w*"),
-    ("device", "Support Devices", r"(?:electronic |closure |cardiac |implant\w* |monitoring )?devices?|loop recorders?|(?:embolization |embolic )?coils|(?:cabg|bypass graft|graft|surgical) markers?|cannula"),
+    ("device", "Support Devices", r"(?:electronic |closure |cardiac |implant\w* |monitoring )?devices?|loop recorders?|(?:nerve |spinal cord |vagal |vagus nerve )?stimulators?|(?:embolization |embolic )?coils|(?:cabg|bypass graft|graft|surgical) markers?|cannula"),
     # heart and mediastinum
     ("cardiomegaly", "Cardiomegaly", r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac (?:silhouette|size|shadow))|(?:enlargement|prominence) of the (?:heart|cardiac silhouette)"),
     ("enlarged mediastinum", "Enlarged Cardiomediastinum", r"(?:widened|enlarged|prominent) (?:mediastinum|mediastinal (?:contours?|silhouette)|cardiomediastinal (?:silhouette|contours?))|"
@@ -79,7 +79,10 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     ("pneumonia", "Pneumonia", r"pneumonias?|pneumonitis|bronchopneumonia|(?:infectious|inflammatory) process|infection"),
     ("atelectasis", "Atelectasis", r"atelectas\w*|atelectatic|(?:lobar |lobe |lung )?collapse"),
     ("scarring", "Lung Opacity", r"scar(?:ring|s)?|fibrosis|fibrotic changes?"),
-    ("airspace opacity", "Lung Opacity", r"(?:air ?space|alveolar) (?:disease|opacit(?:y|ies)|process)|opacit(?:y|ies)|opacification|opacified|infiltrates?|infiltration|interstitial (?:markings?|prominence|opacit(?:y|ies)|changes?|pattern|disease|lung disease)|densities|(?:lung|pulmonary|airspace|parenchymal|patchy|streaky|linear|hazy|focal|ill-defined|retrocardiac|basilar|basal) density|haziness|hazy"),
+    # A bare "density" is often not in the lung (hernia, piercing, stent): only qualified ones count.
+    ("airspace opacity", "Lung Opacity", r"(?:air ?space|alveolar) (?:disease|opacit(?:y|ies)|process)|opacit(?:y|ies)|opacification|opacified|infiltrates?|infiltration|"
+     r"interstitial (?:lung )?(?:markings?|prominence|opacit(?:y|ies)|changes?|pattern|disease)|reticula(?:r|tion)\w*|reticulonodular|peribronchial (?:thickening|cuffing)|"
+     r"(?:lung|pulmonary|airspace|parenchymal|patchy|streaky|hazy|ill-defined|basilar|basal|increased) densit(?:y|ies)|haziness|hazy"),
     ("pneumothorax", "Pneumothorax", r"pneumothora(?:x|ces)|hydropneumothorax"),
     ("pleural thickening", "Pleural Other", r"pleural (?:thickening|plaques?|scarring|calcifications?|fibrosis)|apical (?:pleural )?(?:thickening|capping|caps?)|fibrothorax|pleural-parenchymal scarring"),
     ("pleural effusion", "Pleural Effusion", r"(?:pleural )?effusions?|pleural fluid|hydrothorax"),
@@ -220,6 +223,22 @@ class _Report:
         )
 
 
+def _mentions(text: str) -> list[tuple[Mention, str]]:
+    """Every mention with the text that matched it."""
+    if not isinstance(text, str):
+        raise TypeError(f"report text must be a str, got {type(text).__name__}")
+    report = _Report(text)
+    found: list[tuple[int, Mention, str]] = []
+    for m in _TERM_RE.finditer(report.lower):
+        finding, observation, _ = _TERMS[int(m.lastgroup[1:])]
+        found.append((m.start(), report.mention(finding, observation, m.start(), m.end(), None), m.group()))
+    for (finding, observation, _, fixed), regex in zip(_ANATOMY, _ANATOMY_RES):
+        for m in regex.finditer(report.lower):
+            found.append((m.start(), report.mention(finding, observation, m.start(), m.end(), fixed), m.group()))
+    found.sort(key=lambda triple: triple[0])
+    return [(mention, matched) for _, mention, matched in found]
+
+
 def mentions(text: str) -> list[Mention]:
     """Every finding mentioned in `text`, in order, with status and attributes.
 
@@ -227,18 +246,7 @@ def mentions(text: str) -> list[Mention]:
         >>> [(m.finding, m.status, m.laterality, m.severity) for m in mentions("Small left effusion. No pneumothorax.")]
         [('pleural effusion', 1, 'left', 'small'), ('pneumothorax', 0, None, None)]
     """
-    if not isinstance(text, str):
-        raise TypeError(f"report text must be a str, got {type(text).__name__}")
-    report = _Report(text)
-    found: list[tuple[int, Mention]] = []
-    for m in _TERM_RE.finditer(report.lower):
-        finding, observation, _ = _TERMS[int(m.lastgroup[1:])]
-        found.append((m.start(), report.mention(finding, observation, m.start(), m.end(), None)))
-    for (finding, observation, _, fixed), regex in zip(_ANATOMY, _ANATOMY_RES):
-        for m in regex.finditer(report.lower):
-            found.append((m.start(), report.mention(finding, observation, m.start(), m.end(), fixed)))
-    found.sort(key=lambda pair: pair[0])
-    return [mention for _, mention in found]
+    return [mention for mention, _ in _mentions(text)]
 
 
 def label(text: str) -> dict[str, int | None]:
@@ -247,17 +255,21 @@ def label(text: str) -> dict[str, int | None]:
     An empty report says nothing, so every label is None (CheXpert would call it "No Finding").
     """
     labels: dict[str, int | None] = dict.fromkeys(CONDITIONS)
-    found = mentions(text)
+    found = _mentions(text)
     if not text.strip():
         return labels
     rank = {POSITIVE: 2, UNCERTAIN: 1, NEGATIVE: 0}
     abnormal = False
-    for m in found:
-        if m.observation is not None:
-            status = UNCERTAIN if m.finding in _SUGGESTIVE and m.status == POSITIVE else m.status
-            current = labels[m.observation]
+    for m, matched in found:
+        status = UNCERTAIN if m.finding in _SUGGESTIVE and m.status == POSITIVE else m.status
+        # CheXpert reads a "nodular opacity" as a lesion and as an opacity.
+        observations = (m.observation, "Lung Opacity") if "opaci" in matched and m.observation == "Lung Lesion" else (m.observation,)
+        for observation in observations:
+            if observation is None:
+                continue
+            current = labels[observation]
             if current is None or rank[status] > rank[current]:
-                labels[m.observation] = status
+                labels[observation] = status
         if m.status != NEGATIVE and m.finding not in _NOT_ABNORMAL:
             abnormal = True
     if not abnormal:
