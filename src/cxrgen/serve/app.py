@@ -7,7 +7,6 @@ model exactly once. All requests share the one model through a `BatchWorker`.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +26,6 @@ from cxrgen.serve import render
 from cxrgen.serve.uploads import HOW_TO, UploadError, decode_upload, read_images
 from cxrgen.serve.worker import BatchWorker, Busy, Result
 
-_logger = logging.getLogger(__name__)
 STATIC = resources.files("cxrgen.serve") / "static"
 N_SIMILAR = 3
 
@@ -57,7 +55,7 @@ class Images(BaseModel):
 
 
 class Timing(BaseModel):
-    decode_ms: float
+    read_ms: float = Field(description="receiving, checking and decoding the upload")
     queue_ms: float
     model_ms: float = Field(description="the model call; shared by every request in the same batch")
     batch_size: int
@@ -127,12 +125,6 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _as_dict(guard: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(guard):
-        return dataclasses.asdict(guard)
-    return dict(guard)
-
-
 def _infer(generator: Generator, retriever: Retriever | None) -> Callable[[list[Any]], list[dict]]:
     """The worker's batch function: the generator on the whole batch, then retrieval per study."""
     def run(items: list[tuple[np.ndarray, np.ndarray | None]]) -> list[dict]:
@@ -152,7 +144,8 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
     Args:
         generator: report generator; `generate_batch(frontals, laterals)` -> one dict per study
             with "report", "probabilities" and "attention" ((h, w) array or None).
-        simplifier: `simplify(report)` -> result with `.plain` and `.guard`; default `cxrgen.simplify.simplify`.
+        simplifier: `simplify(report)` -> result with `.plain`, `.guard` and `.note`; default
+            `cxrgen.simplify.simplify`.
         retriever: CLIP retrieval for similar training cases, or None (the page says it is unavailable).
         max_upload_mb: limit per uploaded image (413 above it).
         max_pixels: limit on width x height x frames, checked from the header before decoding (413).
@@ -187,7 +180,7 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
     return app
 
 
-def _compose(s: Services, views: dict[str, np.ndarray], result: Result, decode_s: float,
+def _compose(s: Services, views: dict[str, np.ndarray], result: Result, read_s: float,
              start: float) -> ReportOut:
     """Model output -> response: plain version, previews, heatmap, timing."""
     out = result.output
@@ -198,12 +191,12 @@ def _compose(s: Services, views: dict[str, np.ndarray], result: Result, decode_s
     lateral = render.preview(views["lateral"])[0] if "lateral" in views else None
     attention = out.get("attention")
     return ReportOut(
-        report=out["report"], plain=simple.plain, guard=_as_dict(simple.guard), plain_note=simple.note,
+        report=out["report"], plain=simple.plain, guard=simple.guard, plain_note=simple.note,
         probabilities={k: float(v) for k, v in out["probabilities"].items()},
         similar_cases=out["similar_cases"],
         heatmap=render.heatmap(attention, size) if attention is not None else None,
         images=Images(frontal=frontal, lateral=lateral),
-        timing=Timing(decode_ms=1e3 * decode_s, queue_ms=1e3 * result.queue_s, model_ms=1e3 * result.batch_s,
+        timing=Timing(read_ms=1e3 * read_s, queue_ms=1e3 * result.queue_s, model_ms=1e3 * result.batch_s,
                       batch_size=result.batch_size, simplify_ms=1e3 * simplify_s,
                       total_ms=1e3 * (time.perf_counter() - start)),
     )
@@ -230,19 +223,18 @@ def _routes() -> APIRouter:
             views = {name: await run_in_threadpool(decode_upload, name, data, s.max_pixels)
                      for name, data in files.items()}
             del files  # the raw bytes are not needed past this point
-            decode_s = time.perf_counter() - start
+            read_s = time.perf_counter() - start
             try:
                 result = await s.worker.submit((views["frontal"], views.get("lateral")))
-            except Exception as e:
-                _logger.exception("report generation failed")
+            except Exception as e:  # already logged with its traceback by the worker
                 raise HTTPException(500, "report generation failed; see the server log") from e
-            return await run_in_threadpool(_compose, s, views, result, decode_s, start)
+            return await run_in_threadpool(_compose, s, views, result, read_s, start)
 
     @router.post("/v1/simplify", response_model=SimplifyOut, responses={400: {"model": Problem}},
                  summary="Rewrite a report in plain language, checked against the original")
     def simplify(body: SimplifyIn, s: ServicesDep) -> SimplifyOut:
         simple = s.simplifier(body.report)
-        return SimplifyOut(plain=simple.plain, guard=_as_dict(simple.guard), plain_note=simple.note)
+        return SimplifyOut(plain=simple.plain, guard=simple.guard, plain_note=simple.note)
 
     return router
 
