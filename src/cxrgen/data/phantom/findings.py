@@ -275,6 +275,8 @@ def edema(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
             x, y = _point(F, side, rng.uniform(0.7, 0.92), rng)
             lung = F.marks["lungs"][side]
             xs = np.nonzero(lung[int(y)])[0]
+            if xs.size == 0:  # the row is all heart
+                continue
             x0 = xs.min() if side == 0 else xs.max()
             sgn = 1 if side == 0 else -1
             lines.append(("line", [(x0, y), (x0 + sgn * 0.035 * R, y)], 1.5, 1.0))
