@@ -200,7 +200,7 @@ def test_agreement_with_chexpert_reference(shared_iu):
     assert len(rows) == 3199
     table, micro = agreement(rows, label_many(r["text"] for r in rows))
     # The reference is another labeler with known errors (docs/labeler.md); this pins the level we reach.
-    assert micro >= 0.74
+    assert micro >= 0.79
     assert table["Lung Opacity"]["f1"] >= 0.85 and table["Lung Lesion"]["f1"] >= 0.85
 
 
