@@ -325,7 +325,7 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path) -> None:
         ax2 = ax.twinx()
         ax2.plot(s["epoch"], s["val/cider"], color="tab:green", linestyle="--", label="val CIDEr")
         ax2.set_ylabel("val CIDEr (greedy)")
-        ax2.legend(loc="upper center")
+        ax2.legend(loc="center right")
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
