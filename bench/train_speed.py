@@ -1,0 +1,148 @@
+"""Training throughput (samples/s) of cxrgen's own step: frozen cached features or fine-tuning,
+cross-entropy only or cross-entropy plus the differentiable CLIP directional loss.
+
+Usage: .venv/bin/python bench/train_speed.py [--batch-size 16] [--steps 3] [--device cpu] [--json OUT]
+
+One optimisation step = `GeneratorModule.model_step` (exactly what Lightning's training_step
+calls) + backward + AdamW. The model is the default config (EfficientNet-Lite0 at 224 px,
+d_model 256, 3 decoder layers), random weights: speed does not depend on them. Report text is
+real IU findings; image pixels are noise. The directional loss's constant terms E_I(x) and
+E_T(r) are precomputed once per dataset (the DirectionalHook cache), and that one-off cost
+is reported too.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fmt, machine_facts, peak_rss_mb, time_it, write_json  # noqa: E402
+
+
+@dataclass
+class Setup:
+    module: object  # cxrgen.train.GeneratorModule
+    tokenizer: object
+    batch: dict  # frozen-feature batch
+    images: torch.Tensor  # (B, 2, 1, H, W) uint8, for fine-tuning
+    hook: object | None  # DirectionalHook with precomputed references
+    precompute_s: float  # seconds to precompute E_I(x) and E_T(r) for one batch
+
+
+def reports(n: int) -> list[str]:
+    from cxrgen.data.iu import load_iu_reports
+
+    texts = [s.findings for s in load_iu_reports() if s.findings]
+    return [texts[i % len(texts)] for i in range(n)]
+
+
+def build(batch_size: int, device: str = "cpu", with_clip: bool = True, image_size: int = 224) -> Setup:
+    """Model, tokenizer, one batch of each kind and (optionally) the directional hook, on `device`."""
+    from cxrgen.config import Config
+    from cxrgen.data.tokenizer import ReportTokenizer
+    from cxrgen.models.generator import ReportModel
+    from cxrgen.train import GeneratorModule
+
+    cfg = Config()
+    cfg.model.pretrained = False
+    cfg.model.image_size = image_size
+    texts = reports(batch_size)
+    tok = ReportTokenizer.build(reports(2000))
+    model = ReportModel(cfg.model, len(tok)).to(device)
+    module = GeneratorModule(model, tok, cfg).to(device)
+    ids, mask = tok.batch_encode(texts, cfg.model.max_len)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch_size, 2, 1, image_size, image_size), generator=g, dtype=torch.uint8)
+    view_mask = torch.ones(batch_size, 2, dtype=torch.bool)
+    with torch.no_grad():
+        feats = model.encode_views(images.to(device).float() / 255, view_mask.to(device))
+    batch = {"study_id": [f"s{i}" for i in range(batch_size)], "report_ids": ids, "report_mask": mask.bool(),
+             "labels": torch.zeros(batch_size, 14), "label_mask": torch.ones(batch_size, 14), "view_mask": view_mask,
+             "features": feats.cpu()}
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    hook, pre = None, 0.0
+    if with_clip:
+        from cxrgen.losses import DirectionalHook, DirectionalLoss
+        from cxrgen.models.clip import CXRClip
+
+        clip = CXRClip(pretrained=False).to(device)
+        hook = DirectionalHook(DirectionalLoss(clip, tok.minilm_ids), weight=1.0)
+        hook.loss.to(device)
+        t = time.perf_counter()
+        with torch.no_grad():
+            img = clip.encode_image(images[:, 0].to(device).float() / 255)
+            targets, tmask = ids[:, 1:].to(device), mask[:, 1:].bool().to(device)
+            rep = hook.loss.report_embedding(targets * tmask, tmask)
+        pre = time.perf_counter() - t
+        hook.precompute(batch["study_id"], img, rep)
+    return Setup(module, tok, batch, images, hook, pre)
+
+
+def make_step(s: Setup, mode: str, directional: bool, device: str = "cpu"):
+    """A closure running one optimisation step in `mode` ("frozen" or "finetune")."""
+    module, model = s.module, s.module.model
+    module.extra_losses = [s.hook] if directional else []
+    model.encoder.requires_grad_(mode == "finetune")
+    model.train()
+    batch = dict(s.batch)
+    if mode == "finetune":
+        del batch["features"]
+        batch["image"] = s.images.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    def step() -> None:
+        losses, _ = module.model_step(batch)
+        losses["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(batch_size: int, steps: int, device: str = "cpu", modes=("frozen", "finetune")) -> dict:
+    s = build(batch_size, device)
+    rows = {}
+    for mode in modes:
+        for directional in (False, True):
+            name = f"{mode}, CE" + (" + directional" if directional else "")
+            sec = time_it(make_step(s, mode, directional, device), repeat=steps, device=device)
+            rows[name] = {"step_s": sec, "samples_per_s": batch_size / sec}
+    return {"batch_size": batch_size, "rows": rows, "clip_precompute_s_per_sample": s.precompute_s / batch_size,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def markdown(r: dict) -> str:
+    lines = [f"Batch {r['batch_size']}, default model config, median of timed steps after one warm-up step.", "",
+             "| step | s/step | samples/s |", "|---|---|---|"]
+    lines += [f"| {k} | {fmt(v['step_s'])} | {fmt(v['samples_per_s'])} |" for k, v in r["rows"].items()]
+    fr = r["rows"]
+    lines += ["", f"- Cost of the directional loss (frozen): x{fmt(fr['frozen, CE']['samples_per_s'] / fr['frozen, CE + directional']['samples_per_s'])} "
+              "the CE-only step time" + (f"; fine-tuning: x{fmt(fr['finetune, CE']['samples_per_s'] / fr['finetune, CE + directional']['samples_per_s'])}"
+                                          if "finetune, CE" in fr else "") + ".",
+              f"- One-off precompute of the constant CLIP terms E_I(x), E_T(r): {fmt(r['clip_precompute_s_per_sample'] * 1000)} ms/sample "
+              "(once per dataset, not per epoch).",
+              f"- Peak RSS of this benchmark process: {fmt(r['peak_rss_mb'])} MB."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json")
+    args = p.parse_args()
+    r = measure(args.batch_size, args.steps, args.device)
+    r["machine"] = machine_facts()
+    write_json(args.json, r)
+    print(markdown(r))
+
+
+if __name__ == "__main__":
+    main()
