@@ -229,12 +229,15 @@ class _Lent:
     def __init__(self, scorer):
         self.score = scorer.score
 
-    def close(self):
-        pass
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass  # the JVM stays up for the other tests
 
 
 def test_cli_baseline_and_eval(dataset, tmp_path, capsys, monkeypatch, scorer):
-    monkeypatch.setattr("cxrgen.evaluate.report.NLGScorer", lambda: _Lent(scorer))
+    monkeypatch.setattr("cxrgen.evaluate.nlg.NLGScorer", lambda: _Lent(scorer))
     preds = tmp_path / "model.jsonl"
     preds.write_text("".join(json.dumps({"id": k, "report": v}) + "\n" for k, v in MODEL.items()))
     rf = tmp_path / "rf.jsonl"

@@ -52,17 +52,24 @@ def split_reports(spec: str, split: str) -> dict[str, str]:
 
 
 def _run(args) -> int:
-    from cxrgen.evaluate.baselines import BASELINES, build_baseline
-    from cxrgen.evaluate.report import evaluate_systems
+    from cxrgen.evaluate.nlg import NLGScorer
 
     if args.bootstrap < 1:
         raise UserError("--bootstrap must be at least 1")
-    references = split_reports(args.dataset, args.split)
     systems: dict[str, dict[str, str]] = {}
     for p in map(Path, args.predictions):
         if p.stem in systems:
             raise UserError(f"two prediction files are both named {p.stem!r}; rename one (the file stem names the system)")
         systems[p.stem] = read_predictions(p)
+    with NLGScorer() as scorer:  # start the METEOR JVM now: it loads while the data and baselines do
+        return _evaluate(args, systems, scorer)
+
+
+def _evaluate(args, systems: dict[str, dict[str, str]], scorer) -> int:
+    from cxrgen.evaluate.baselines import BASELINES, build_baseline
+    from cxrgen.evaluate.report import evaluate_systems
+
+    references = split_reports(args.dataset, args.split)
     if args.with_baselines:
         train = list(split_reports(args.dataset, "train").values())
         ids, refs = list(references), list(references.values())
@@ -70,7 +77,7 @@ def _run(args) -> int:
             if name in systems:
                 raise UserError(f"a prediction file is named like the baseline {name!r}; rename it")
             systems[name] = dict(zip(ids, build_baseline(name, train, refs, seed=args.seed)))
-    result = evaluate_systems(systems, references, n_boot=args.bootstrap, seed=args.seed)
+    result = evaluate_systems(systems, references, n_boot=args.bootstrap, seed=args.seed, scorer=scorer)
     paths = result.save(args.output)
     print(result.to_markdown())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
