@@ -53,6 +53,11 @@ def test_uncertainty(text):
     ("The heart is top normal in size.", "Cardiomegaly", 0),
     ("Heart size is at the upper limits of normal.", "Cardiomegaly", 0),
     ("Borderline cardiomegaly.", "Cardiomegaly", 1),
+    # "normal" after the mention negates it only as its predicate
+    ("Stable mild cardiomegaly with normal caliber pulmonary vasculature.", "Cardiomegaly", 1),
+    ("The heart is otherwise normal.", "Cardiomegaly", 0),
+    # an "or" between two modifiers is not a hedge
+    ("Rib deformity with the appearance of an acute or subacute fracture.", "Fracture", 1),
 ])
 def test_hedge_conventions(text, observation, status):
     assert label(text)[observation] == status

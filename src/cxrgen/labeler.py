@@ -60,7 +60,7 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     ("hardware", "Support Devices", r"(?:orthopedic |fixation |surgical |spinal |fusion )hardware|hardware|(?:fixation |surgical |orthopedic )?screws?|(?<!growth )plates?(?![-\w])|arthroplast\w*"),
     ("device", "Support Devices", r"(?:electronic |closure |cardiac |implant\w* |monitoring )?devices?|loop recorders?|(?:nerve |spinal cord |vagal |vagus nerve )?stimulators?|(?:embolization |embolic )?coils|(?:cabg|bypass graft|graft|surgical) markers?|cannula"),
     # heart and mediastinum
-    ("cardiomegaly", "Cardiomegaly", r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac (?:silhouette|size|shadow))|(?:enlargement|prominence) of the (?:heart|cardiac silhouette)"),
+    ("cardiomegaly", "Cardiomegaly", r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac (?:silhouette|size|shadow|contour))|(?:enlargement|prominence) of the (?:heart|cardiac silhouette)|increase in (?:the )?(?:heart|cardiac) size"),
     ("enlarged mediastinum", "Enlarged Cardiomediastinum", r"(?:widened|enlarged|prominent) (?:mediastinum|mediastinal (?:contours?|silhouette)|cardiomediastinal (?:silhouette|contours?))|"
      r"(?:widening|enlargement|prominence|fullness) of the (?:(?:superior|upper|anterior|middle|posterior) )?(?:mediastinum|mediastinal (?:contours?|silhouette)|cardiomediastinal (?:silhouette|contours?))|"
      r"mediastinal (?:widening|enlargement|prominence|(?:lymph)?adenopathy|lymph node enlargement|masse?s?)|(?:mediastinal )?contour abnormality|abnormal mediastinal contours?"),
@@ -141,9 +141,12 @@ _NEGATION_PRE = re.compile(
     r"neither|nor|no longer|removal of|removed)\b")
 # "no change", "not changed": not negations of what follows.
 _PSEUDO_NEG = re.compile(r"\b(?:no|without) (?:significant |interval |appreciable |substantial )?(?:change|increase|decrease|worsening|progression)|\bnot (?:changed|increased)|\bnot only\b")
+# "Normal" after the mention negates it only as its predicate ("... is normal", "heart size normal"),
+# not inside a phrase about something else ("cardiomegaly with normal caliber vasculature").
 _NEGATION_POST = re.compile(
-    r"^[^.;]{0,30}?\b(?:(?:is|are|was|were|has|have)\s+)?(?:(?:been\s+)?(?:not\s+(?:seen|identified|present|evident|demonstrated|appreciated|visualized|visible|noted|detected|well-seen|apparent))|absent|resolved|cleared|removed|no longer (?:seen|present|visible)|negative|"
-    r"(?:appears?\s+|appear\s+)?(?:within (?:normal limits|(?:the )?limits of normal)|normal|unremarkable))\b")
+    r"^[^.;]{0,30}?\b(?:(?:is|are|was|were|has|have)\s+)?(?:(?:been\s+)?(?:not\s+(?:seen|identified|present|evident|demonstrated|appreciated|visualized|visible|noted|detected|well-seen|apparent))|absent|resolved|cleared|removed|no longer (?:seen|present|visible)|negative)\b|"
+    r"^(?:(?:(?!\b(?:with|of|in|and)\b)[^.;]){0,30}?\b(?:is|are|was|were|appears?|remains?)\s+(?:(?:otherwise|now|again|still)\s+)?|[\s,]*)"
+    r"(?:within (?:normal limits|(?:the )?limits of normal)|normal|unremarkable)\b")
 # After the mention a hedge must be its predicate ("effusion is possible", "pneumonia suspected.",
 # "fractures may not be seen"), not a hedge on the next finding ("consolidation, possibly pneumonia").
 _UNCERTAIN_POST = re.compile(
@@ -152,6 +155,9 @@ _UNCERTAIN_POST = re.compile(
     r"(?:not (?:entirely |completely )?(?:excluded|ruled out)|cannot be (?:excluded|ruled out)|can not be excluded|"
     r"versus|vs|or|and/or)\b)")
 _UNCERTAIN_OR_PRE = re.compile(r"\b(?:or|versus|vs|and/or)\s+(?:\w+\s+){0,2}$")
+# "acute or subacute fracture", "left or right": an "or" between two modifiers is not a hedge.
+_MODIFIER = r"(?:acute|subacute|chronic|old|new|recent|healed|healing|small|large|mild|moderate|severe|left|right|upper|lower|anterior|posterior|lateral|medial)"
+_OR_MODIFIERS = re.compile(rf"\b{_MODIFIER}\s+or\s+(?:{_MODIFIER}\s+)+$")
 
 _LATERALITY = re.compile(r"\b(?:(left|left-sided)|(right|right-sided)|(bilateral|bilaterally|both|bibasilar|bibasal|biapical|bilat))\b")
 _SEVERITY = re.compile(r"\b(?:(tiny|trace|minimal|small|smaller|subtle)|(mild|mildly|slight|slightly|borderline|minimally)|(moderate|moderately)|(large|larger|severe|severely|marked|markedly|massive|extensive))\b")
@@ -184,7 +190,9 @@ def _status(clause: str, start: int, end: int) -> int:
             return NEGATIVE
     if _NEGATION_POST.match(after):
         return NEGATIVE
-    if uncertain_spans or _UNCERTAIN_POST.match(after) or _UNCERTAIN_OR_PRE.search(clause[:start]):
+    prefix = clause[:start]
+    if (uncertain_spans or _UNCERTAIN_POST.match(after)
+            or (_UNCERTAIN_OR_PRE.search(prefix) and not _OR_MODIFIERS.search(prefix))):
         return UNCERTAIN
     return POSITIVE
 
