@@ -237,6 +237,11 @@ def test_agreement_with_chexpert_reference(shared_iu):
     ("Patchy density in the left lower lung.", "Lung Opacity", 1),
     ("Increased interstitial lung markings.", "Lung Opacity", 1),
     ("Spinal stimulator with tip at T9.", "Support Devices", 1),
+    ("Masslike opacification of the right apex.", "Lung Lesion", 1),
+    ("Cardiomegaly or pericardial effusion.", "Pleural Effusion", None),
+    # "not seen on prior exams" says the finding is new, not absent
+    ("A 9 mm right lower lobe nodule, not seen on prior exams.", "Lung Lesion", 1),
+    ("The nodule is not seen on today's study.", "Lung Lesion", 0),
 ])
 def test_chexpert_class_definitions(text, observation, status):
     assert label(text)[observation] == status

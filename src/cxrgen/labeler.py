@@ -69,7 +69,7 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     # lungs
     ("granuloma", None, r"calcified (?:granulomas?|nodules?|lymph nodes?|nodes?|densit(?:y|ies))|calcific densit(?:y|ies)|granulomas?|granulomatous (?:disease|process|sequela|changes?|infection)\w*|calcified hilar (?:nodes?|lymph nodes?)"),
     ("nodule", "Lung Lesion", r"nodules?|nodular (?:densit(?:y|ies)|opacit(?:y|ies))"),
-    ("mass", "Lung Lesion", r"mass(?:es)?"),
+    ("mass", "Lung Lesion", r"mass(?:es)?|mass-?like"),
     ("lung lesion", "Lung Lesion", r"(?:cavitary |pulmonary |lung )?lesions?|neoplasms?|tumou?rs?|carcinoma|malignanc(?:y|ies)|metasta\w*"),
     ("emphysema", None, r"emphysema\w*|copd|chronic obstructive (?:pulmonary|lung) disease|bullae|bullous (?:disease|changes?)"),
     ("hyperinflation", None, r"hyperinflat\w*|hyperexpan\w*|hyperaerat\w*|overinflat\w*|hyperlucen\w*"),
@@ -85,6 +85,7 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
      r"(?:lung|pulmonary|airspace|parenchymal|patchy|streaky|hazy|ill-defined|basilar|basal|increased) densit(?:y|ies)|haziness|hazy"),
     ("pneumothorax", "Pneumothorax", r"pneumothora(?:x|ces)|hydropneumothorax"),
     ("pleural thickening", "Pleural Other", r"pleural (?:thickening|plaques?|scarring|calcifications?|fibrosis)|apical (?:pleural )?(?:thickening|capping|caps?)|fibrothorax|pleural-parenchymal scarring"),
+    ("pericardial effusion", None, r"pericardial effusions?"),
     ("pleural effusion", "Pleural Effusion", r"(?:pleural )?effusions?|pleural fluid|hydrothorax"),
     ("costophrenic blunting", None, r"blunting|blunted"),
     # abdomen, spine and bones
@@ -144,7 +145,7 @@ _PSEUDO_NEG = re.compile(r"\b(?:no|without) (?:significant |interval |appreciabl
 # "Normal" after the mention negates it only as its predicate ("... is normal", "heart size normal"),
 # not inside a phrase about something else ("cardiomegaly with normal caliber vasculature").
 _NEGATION_POST = re.compile(
-    r"^[^.;]{0,30}?\b(?:(?:is|are|was|were|has|have)\s+)?(?:(?:been\s+)?(?:not\s+(?:seen|identified|present|evident|demonstrated|appreciated|visualized|visible|noted|detected|well-seen|apparent))|absent|resolved|cleared|removed|no longer (?:seen|present|visible)|negative)\b|"
+    r"^[^.;]{0,30}?\b(?:(?:is|are|was|were|has|have)\s+)?(?:(?:been\s+)?(?:not\s+(?:seen|identified|present|evident|demonstrated|appreciated|visualized|visible|noted|detected|well-seen|apparent))(?!\s+(?:on|in)\s+(?:the\s+)?(?:prior|previous|earlier|comparison))|absent|resolved|cleared|removed|no longer (?:seen|present|visible)|negative)\b|"
     r"^(?:(?:(?!\b(?:with|of|in|and)\b)[^.;]){0,30}?\b(?:is|are|was|were|appears?|remains?)\s+(?:(?:otherwise|now|again|still)\s+)?|[\s,]*)"
     r"(?:within (?:normal limits|(?:the )?limits of normal)|normal|unremarkable)\b")
 # After the mention a hedge must be its predicate ("effusion is possible", "pneumonia suspected.",
