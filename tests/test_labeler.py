@@ -242,6 +242,8 @@ def test_agreement_with_chexpert_reference(shared_iu):
     # "not seen on prior exams" says the finding is new, not absent
     ("A 9 mm right lower lobe nodule, not seen on prior exams.", "Lung Lesion", 1),
     ("The nodule is not seen on today's study.", "Lung Lesion", 0),
+    ("Without significant interval change of mild basilar atelectasis.", "Atelectasis", 1),
+    ("Collapsed left upper lobe.", "Atelectasis", 1),
 ])
 def test_chexpert_class_definitions(text, observation, status):
     assert label(text)[observation] == status

@@ -77,7 +77,7 @@ _TERMS: tuple[tuple[str, str | None, str], ...] = (
     ("edema", "Edema", r"(?:pulmonary |interstitial |alveolar )?edema|congestive heart failure|heart failure|chf|fluid overload"),
     ("consolidation", "Consolidation", r"consolidat\w*"),
     ("pneumonia", "Pneumonia", r"pneumonias?|pneumonitis|bronchopneumonia|(?:infectious|inflammatory) process|infection"),
-    ("atelectasis", "Atelectasis", r"atelectas\w*|atelectatic|(?:lobar |lobe |lung )?collapse"),
+    ("atelectasis", "Atelectasis", r"atelectas\w*|atelectatic|(?:lobar |lobe |lung )?collapsed?"),
     ("scarring", "Lung Opacity", r"scar(?:ring|s)?|fibrosis|fibrotic changes?"),
     # A bare "density" is often not in the lung (hernia, piercing, stent): only qualified ones count.
     ("airspace opacity", "Lung Opacity", r"(?:air ?space|alveolar) (?:disease|opacit(?:y|ies)|process)|opacit(?:y|ies)|opacification|opacified|infiltrates?|infiltration|"
@@ -141,7 +141,7 @@ _NEGATION_PRE = re.compile(
     r"\b(?:no|not|without|free of|clear of|negative for|absence of|absent|resolution of|resolved|"
     r"neither|nor|no longer|removal of|removed)\b")
 # "no change", "not changed": not negations of what follows.
-_PSEUDO_NEG = re.compile(r"\b(?:no|without) (?:significant |interval |appreciable |substantial )?(?:change|increase|decrease|worsening|progression)|\bnot (?:changed|increased)|\bnot only\b")
+_PSEUDO_NEG = re.compile(r"\b(?:no|without) (?:(?:significant|interval|appreciable|substantial) )*(?:change|increase|decrease|worsening|progression)|\bnot (?:changed|increased)|\bnot only\b")
 # "Normal" after the mention negates it only as its predicate ("... is normal", "heart size normal"),
 # not inside a phrase about something else ("cardiomegaly with normal caliber vasculature").
 _NEGATION_POST = re.compile(
