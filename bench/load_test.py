@@ -66,7 +66,7 @@ def _free_port() -> int:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """Peak resident set size of another process (VmHWM), MB."""
+    """Peak resident set size so far of another process (VmHWM), MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -129,6 +129,7 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{port}/v1/reports"
             client(url, files, 1)  # warm-up, not counted
+            warm_rss = peak_rss_mb(server.pid)  # model loaded and one request served
             start = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
                 runs = list(pool.map(lambda _: client(url, files, args.requests), range(args.clients)))
@@ -147,16 +148,17 @@ def main() -> int:
         "model": str(args.model) if args.model else f"{args.random} config, random weights", "clients": args.clients,
         "requests": len(results), "statuses": dict(statuses), "p50_s": q[49], "p95_s": q[94], "max_s": lat[-1],
         "throughput_rps": len(results) / wall, "wall_s": wall, "mean_batch": statistics.mean(batches) if batches else 0,
-        "server_peak_rss_mb": rss, "views": sorted(files), "machine": machine_facts(),
+        "server_peak_rss_mb": rss, "server_peak_rss_after_warmup_mb": warm_rss, "views": sorted(files), "machine": machine_facts(),
     }
     write_json(args.json, stats)
-    print(f"| clients x requests | answered | 5xx | p50 s | p95 s | max s | req/s | mean batch | server peak RSS MB |")
+    print("| clients x requests | answered | 5xx | p50 s | p95 s | max s | req/s | mean batch "
+          "| server peak RSS MB (after 1 request) |")
     print("|---|---|---|---|---|---|---|---|---|")
     answered = sum(c for s, c in statuses.items() if s)
     errors = sum(c for s, c in statuses.items() if s >= 500)
     print(f"| {args.clients} x {args.requests} | {answered}/{len(results)} | {errors} | {fmt(stats['p50_s'])} | "
           f"{fmt(stats['p95_s'])} | {fmt(stats['max_s'])} | {fmt(stats['throughput_rps'])} | "
-          f"{fmt(stats['mean_batch'])} | {rss:.0f} |")
+          f"{fmt(stats['mean_batch'])} | {rss:.0f} ({warm_rss:.0f}) |")
     print(f"\nstatus codes: {dict(statuses)}; model: {stats['model']}; views: {', '.join(stats['views'])}")
     print(f"machine: {stats['machine']}")
     return 0 if answered == len(results) and errors == 0 else 1
