@@ -160,8 +160,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = measure(args.batch_size, args.steps, args.device)
     r["machine"] = machine_facts()
     write_json(args.json, r)

@@ -105,22 +105,31 @@ def make_step(s: Setup, mode: str, directional: bool, device: str = "cpu"):
     return step
 
 
-def measure(batch_size: int, steps: int, device: str = "cpu", modes=("frozen", "finetune")) -> dict:
+def measure(batch_size: int, finetune_batch_size: int, steps: int, device: str = "cpu") -> dict:
     s = build(batch_size, device)
     rows = {}
-    for mode in modes:
+    for mode, bs in (("frozen", batch_size), ("finetune", finetune_batch_size)):
+        if bs <= 0:
+            continue
+        sub = s if bs == batch_size else shrink(s, bs)
         for directional in (False, True):
             name = f"{mode}, CE" + (" + directional" if directional else "")
-            sec = time_it(make_step(s, mode, directional, device), repeat=steps, device=device)
-            rows[name] = {"step_s": sec, "samples_per_s": batch_size / sec}
+            sec = time_it(make_step(sub, mode, directional, device), repeat=steps, device=device)
+            rows[name] = {"batch_size": bs, "step_s": sec, "samples_per_s": bs / sec}
     return {"batch_size": batch_size, "rows": rows, "clip_precompute_s_per_sample": s.precompute_s / batch_size,
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
+
+
+def shrink(s: Setup, n: int) -> Setup:
+    """The first n samples of a setup's batch (fine-tuning is costlier per sample on a CPU)."""
+    batch = {k: v[:n] for k, v in s.batch.items()}
+    return Setup(s.module, s.tokenizer, batch, s.images[:n], s.hook, s.precompute_s)
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Batch {r['batch_size']}, default model config, median of timed steps after one warm-up step.", "",
-             "| step | s/step | samples/s |", "|---|---|---|"]
-    lines += [f"| {k} | {fmt(v['step_s'])} | {fmt(v['samples_per_s'])} |" for k, v in r["rows"].items()]
+    lines = [f"Default model config, {r['threads']} torch thread(s), median of timed steps after one warm-up step.", "",
+             "| step | batch | s/step | samples/s |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['batch_size']} | {fmt(v['step_s'])} | {fmt(v['samples_per_s'])} |" for k, v in r["rows"].items()]
     fr = r["rows"]
     lines += ["", f"- Cost of the directional loss (frozen): x{fmt(fr['frozen, CE']['samples_per_s'] / fr['frozen, CE + directional']['samples_per_s'])} "
               "the CE-only step time" + (f"; fine-tuning: x{fmt(fr['finetune, CE']['samples_per_s'] / fr['finetune, CE + directional']['samples_per_s'])}"
@@ -134,11 +143,15 @@ def markdown(r: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--finetune-batch-size", type=int, default=8, help="0 skips fine-tuning")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json")
     args = p.parse_args()
-    r = measure(args.batch_size, args.steps, args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = measure(args.batch_size, args.finetune_batch_size, args.steps, args.device)
     r["machine"] = machine_facts()
     write_json(args.json, r)
     print(markdown(r))
