@@ -82,7 +82,8 @@ class ImageCache:
             log.info("cache at %s was built for other studies or size: rebuilding", directory)
             for p in directory.glob("shard_*"):
                 p.unlink()
-        index_path.write_text(json.dumps(index))
+        if not index_path.exists() or json.loads(index_path.read_text()) != index:  # DDP ranks: only read a finished cache
+            index_path.write_text(json.dumps(index))
         n_shards = (len(studies) + shard_size - 1) // shard_size
         todo = [i for i in range(n_shards) if not (directory / f"{_shard_name(i)}.npy").exists()]
         jobs = [(str(directory), i, index["sources"][i * shard_size:(i + 1) * shard_size], size) for i in todo]
