@@ -204,17 +204,26 @@ def _probe(args) -> int:
     return 0
 
 
-def _retrieve(args) -> int:
+def run_retrieval(clip_dir: str, data: str, split: str, output: str, k: int = 1) -> int:
+    """Nearest training report (k=1) or top-k training sentences per study of `split` -> JSONL for `cxrgen eval`."""
     from cxrgen.data.datasets import load_studies
     from cxrgen.models.clip import load_clip
     from cxrgen.retrieval import retrieve_reports
 
-    clip = load_clip(args.clip)
-    preds = retrieve_reports(clip, load_studies(args.data, "train"), load_studies(args.data, args.split), k=args.k,
-                             unit="sentence" if args.k > 1 else "report")
-    write_predictions(preds, args.output)
-    print(f"{len(preds)} retrieved reports written to {args.output}")
+    if not data or not output:
+        raise UserError("retrieval needs --data SPEC and --output PREDICTIONS.jsonl")
+    if k < 1:
+        raise UserError(f"--k must be at least 1, got {k}")
+    clip = load_clip(clip_dir)
+    preds = retrieve_reports(clip, load_studies(data, "train"), load_studies(data, split), k=k,
+                             unit="sentence" if k > 1 else "report")
+    write_predictions(preds, output)
+    print(f"{len(preds)} retrieved reports written to {output}")
     return 0
+
+
+def _retrieve(args) -> int:
+    return run_retrieval(args.clip, args.data, args.split, args.output, args.k)
 
 
 def write_predictions(preds: dict[str, str], path: str | Path) -> None:

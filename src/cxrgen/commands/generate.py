@@ -68,6 +68,14 @@ def _split(gen, args, decode: dict) -> int:
 def _generate(args) -> int:
     from cxrgen.models.generator import ReportGenerator
 
+    if args.method == "retrieval":  # CXR-RePaiR-style baseline (cxrgen.retrieval)
+        from cxrgen.commands.clip import run_retrieval
+
+        if not args.clip:
+            raise UserError("--method retrieval needs --clip DIR")
+        return run_retrieval(args.clip, args.data, args.split, args.output, args.k)
+    if not args.model:
+        raise UserError("--model is required (or use --method retrieval --clip DIR)")
     if bool(args.image) == bool(args.data):
         raise UserError("give either --image FRONTAL.png or --data SPEC --output PREDICTIONS.jsonl")
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
@@ -77,7 +85,11 @@ def _generate(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate reports from images (one study, or a dataset split to JSONL)")
-    p.add_argument("--model", required=True, help="checkpoint directory (e.g. runs/NAME/model)")
+    p.add_argument("--model", help="checkpoint directory (e.g. runs/NAME/model)")
+    p.add_argument("--method", choices=("model", "retrieval"), default="model",
+                   help="retrieval: nearest training report(s) in CLIP space (needs --clip, --data, --output)")
+    p.add_argument("--clip", help="CLIP for --method retrieval (cxrgen clip train output, open_clip .pt, HF folder)")
+    p.add_argument("--k", type=int, default=1, help="--method retrieval: 1 = whole report, >1 = top-k sentences")
     p.add_argument("--image", help="frontal image (PNG, JPEG or DICOM)")
     p.add_argument("--lateral", help="lateral image of the same study (optional)")
     p.add_argument("--json", action="store_true", help="print report, finding probabilities and attention as JSON")
