@@ -116,7 +116,7 @@ def measure(batch_size: int, steps: int, device: str) -> dict:
     from cxrgen.models.clip import CXRClip
 
     s = build(batch_size, device)
-    clip = s.hook.loss.clip
+    clip = s.hook.clip
     assert isinstance(clip, CXRClip)
     seed_step, lengths = seed_step_fn(s, clip, device)
     train = {

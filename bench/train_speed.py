@@ -67,37 +67,49 @@ def build(batch_size: int, device: str = "cpu", with_clip: bool = True, image_si
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     hook, pre = None, 0.0
     if with_clip:
-        from cxrgen.losses import DirectionalHook, DirectionalLoss
+        from cxrgen.losses import DirectionalHook
         from cxrgen.models.clip import CXRClip
 
         clip = CXRClip(pretrained=False).to(device)
-        hook = DirectionalHook(DirectionalLoss(clip, tok.minilm_ids), weight=1.0)
-        hook.loss.to(device)
         t = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad():  # the constant CLIP terms, once per dataset: E_I(x), then the hook caches E_T(r)
             img = clip.encode_image(images[:, 0].to(device).float() / 255)
-            targets, tmask = ids[:, 1:].to(device), mask[:, 1:].bool().to(device)
-            rep = hook.loss.report_embedding(targets * tmask, tmask)
+            hook = DirectionalHook(clip, weight=1.0, image_emb=dict(zip(batch["study_id"], img)))
+            hook(module, batch, torch.zeros(batch_size, ids.shape[1] - 1, len(tok), device=device))
         pre = time.perf_counter() - t
-        hook.precompute(batch["study_id"], img, rep)
     return Setup(module, tok, batch, images, hook, pre)
 
 
-def make_step(s: Setup, mode: str, directional: bool, device: str = "cpu"):
+@dataclass
+class GpuPath:
+    """The fast-path switches `bash bench/gpu.sh` turns on (they are no-ops or slow on a CPU)."""
+    bf16: bool = False  # torch.autocast(bfloat16), what Lightning's precision="bf16-mixed" does
+    channels_last: bool = False  # NHWC convolutions in the encoder
+    compile: bool = False  # torch.compile the encoder and the decoder
+
+
+def make_step(s: Setup, mode: str, directional: bool, device: str = "cpu", fast: GpuPath = GpuPath()):
     """A closure running one optimisation step in `mode` ("frozen" or "finetune")."""
     module, model = s.module, s.module.model
     module.extra_losses = [s.hook] if directional else []
     model.encoder.requires_grad_(mode == "finetune")
     model.train()
+    if fast.channels_last:
+        model.encoder.to(memory_format=torch.channels_last)
+    if fast.compile and not hasattr(model, "_compiled"):
+        model.encoder, model.decoder = torch.compile(model.encoder), torch.compile(model.decoder)
+        model._compiled = True
     batch = dict(s.batch)
     if mode == "finetune":
         del batch["features"]
         batch["image"] = s.images.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=device.startswith("cuda"))
+    kind = device.split(":")[0]
 
     def step() -> None:
-        losses, _ = module.model_step(batch)
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=fast.bf16):
+            losses, _ = module.model_step(batch)
         losses["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -105,7 +117,16 @@ def make_step(s: Setup, mode: str, directional: bool, device: str = "cpu"):
     return step
 
 
-def measure(batch_size: int, finetune_batch_size: int, steps: int, device: str = "cpu") -> dict:
+def count_flops(step) -> float:
+    """FLOPs of one call of `step` (matmuls and convolutions, forward and backward); the call doubles as warm-up."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def measure(batch_size: int, finetune_batch_size: int, steps: int, device: str = "cpu", fast: GpuPath = GpuPath()) -> dict:
     s = build(batch_size, device)
     rows = {}
     for mode, bs in (("frozen", batch_size), ("finetune", finetune_batch_size)):
@@ -114,10 +135,15 @@ def measure(batch_size: int, finetune_batch_size: int, steps: int, device: str =
         sub = s if bs == batch_size else shrink(s, bs)
         for directional in (False, True):
             name = f"{mode}, CE" + (" + directional" if directional else "")
-            sec = time_it(make_step(sub, mode, directional, device), repeat=steps, device=device)
-            rows[name] = {"batch_size": bs, "step_s": sec, "samples_per_s": bs / sec}
+            step = make_step(sub, mode, directional, device, fast)
+            if fast.compile:
+                step()  # compile outside the FLOP counter
+            flops = count_flops(step)
+            sec = time_it(step, repeat=steps, warmup=0, device=device)
+            rows[name] = {"batch_size": bs, "step_s": sec, "samples_per_s": bs / sec, "gflops": flops / sec / 1e9}
     return {"batch_size": batch_size, "rows": rows, "clip_precompute_s_per_sample": s.precompute_s / batch_size,
-            "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads()}
+            "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(), "fast_path": fast.__dict__,
+            "gpu_peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None}
 
 
 def shrink(s: Setup, n: int) -> Setup:
@@ -127,16 +153,21 @@ def shrink(s: Setup, n: int) -> Setup:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Default model config, {r['threads']} torch thread(s), median of timed steps after one warm-up step.", "",
-             "| step | batch | s/step | samples/s |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['batch_size']} | {fmt(v['step_s'])} | {fmt(v['samples_per_s'])} |" for k, v in r["rows"].items()]
+    on = [k for k, v in r["fast_path"].items() if v]
+    lines = [f"Default model config, {r['threads']} torch thread(s), median of timed steps after one warm-up step"
+             + (f"; {', '.join(on)} on" if on else "") + ". GFLOP/s: matmul and convolution FLOPs of one step "
+             "(torch.utils.flop_counter) over its time.", "",
+             "| step | batch | s/step | samples/s | GFLOP/s |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['batch_size']} | {fmt(v['step_s'])} | {fmt(v['samples_per_s'])} | {fmt(v['gflops'])} |"
+              for k, v in r["rows"].items()]
     fr = r["rows"]
     lines += ["", f"- Cost of the directional loss (frozen): x{fmt(fr['frozen, CE']['samples_per_s'] / fr['frozen, CE + directional']['samples_per_s'])} "
               "the CE-only step time" + (f"; fine-tuning: x{fmt(fr['finetune, CE']['samples_per_s'] / fr['finetune, CE + directional']['samples_per_s'])}"
                                           if "finetune, CE" in fr else "") + ".",
               f"- One-off precompute of the constant CLIP terms E_I(x), E_T(r): {fmt(r['clip_precompute_s_per_sample'] * 1000)} ms/sample "
               "(once per dataset, not per epoch).",
-              f"- Peak RSS of this benchmark process: {fmt(r['peak_rss_mb'])} MB."]
+              f"- Peak RSS of this benchmark process: {fmt(r['peak_rss_mb'])} MB"
+              + (f"; peak GPU memory {fmt(r['gpu_peak_mem_mb'])} MB." if r.get("gpu_peak_mem_mb") else ".")]
     return "\n".join(lines)
 
 
@@ -147,11 +178,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder")
     p.add_argument("--json")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = measure(args.batch_size, args.finetune_batch_size, args.steps, args.device)
+    fast = GpuPath(args.bf16, args.channels_last, args.compile)
+    r = measure(args.batch_size, args.finetune_batch_size, args.steps, args.device, fast)
     r["machine"] = machine_facts()
     write_json(args.json, r)
     print(markdown(r))
