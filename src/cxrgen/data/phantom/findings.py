@@ -10,6 +10,7 @@ A radiologist hedges when a finding is subtle, so a faint finding keeps image an
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -32,7 +33,7 @@ KIND = {
     "osteopenia": "osteopenia", "fracture": "rib_fracture", "rib fracture": "rib_fracture",
     "clavicle fracture": "clavicle_fracture", "sternotomy": "sternotomy", "surgical clips": "clips",
     "pacemaker": "pacemaker", "leads": "pacemaker", "monitor leads": "monitor_leads", "catheter": "catheter",
-    "tube": "tube", "valve replacement": "valve", "hardware": "hardware",
+    "tube": "tube", "valve replacement": "valve", "hardware": "hardware", "device": "device",
 }
 SEVERITY = {"small": 0.65, "mild": 0.75, None: 1.0, "moderate": 1.35, "large": 1.8}
 LEVEL = {"apex": 0.1, "upper": 0.25, "middle": 0.5, "retrocardiac": 0.72, "lower": 0.75, "base": 0.85}
@@ -66,12 +67,24 @@ def from_mentions(mentions) -> tuple[list[Finding], list[dict]]:
         if kind is None:
             skipped.append({"finding": m.finding, "status": m.status, "reason": "no drawer", "sentence": m.sentence})
             continue
-        f = Finding(kind, m.finding, m.observation, m.status, m.laterality, m.severity, m.location, m.sentence,
-                    1.0 if m.status == 1 else 0.5)
+        # the labeler counts vascular congestion as uncertain edema, so the truth does too
+        status = -1 if m.finding == "vascular congestion" else m.status
+        f = Finding(kind, m.finding, m.observation, status, m.laterality, m.severity, m.location, m.sentence,
+                    1.0 if status == 1 else 0.5)
         key = (kind, m.laterality, m.location)
-        if key not in out or (f.status, SEVERITY[f.severity]) > (out[key].status, SEVERITY[out[key].severity]):
+        rank = (f.status, f.observation is not None, SEVERITY[f.severity])  # positive, then CheXpert-labelled, then larger
+        if key not in out or rank > (out[key].status, out[key].observation is not None, SEVERITY[out[key].severity]):
             out[key] = f
     return list(out.values()), skipped
+
+
+def observations(f: Finding) -> set[str]:
+    """CheXpert observations a drawn finding shows; like the labeler, a "nodular opacity" is a
+    lesion and an opacity."""
+    obs = {f.observation} if f.observation else set()
+    if f.observation == "Lung Lesion" and re.search(r"nodular opacit", f.sentence.lower()):
+        obs.add("Lung Opacity")
+    return obs
 
 
 # ---- kinds that change the patient before the anatomy is drawn -------------------------------
@@ -465,6 +478,28 @@ def valve(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     return {"position": (x / R, y / R)}
 
 
+def device(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
+    """Other implanted material over the heart: CABG graft markers (rings) or a closure device/recorder."""
+    R = F.R
+    hx0, hx1 = F.marks["heart_x"]
+    hcy = F.marks["heart_cy"]
+    hcx, lcy, hw = L.marks["heart_box"]
+    if "marker" in f.sentence.lower():
+        pts = [((hx0 + hx1) / 2 + dx * R, hcy + dy * R) for dx, dy in rng.uniform(-0.06, 0.06, (3, 2))]
+        strokes = [("arc", (x - 0.012 * R, y - 0.012 * R, x + 0.012 * R, y + 0.012 * R), 0, 360, 2, 1.0) for x, y in pts]
+        lat = [("arc", (hcx + dx * R - 0.01 * R, lcy + dy * R - 0.01 * R, hcx + dx * R + 0.01 * R, lcy + dy * R + 0.01 * R), 0, 360, 2, 1.0)
+               for dx, dy in rng.uniform(-0.05, 0.05, (3, 2))]
+        what = "graft markers"
+    else:
+        x, y = (hx0 + hx1) / 2, hcy - 0.04 * R
+        strokes = [("rect", (x - 0.015 * R, y - 0.01 * R, x + 0.015 * R, y + 0.01 * R), 1.0)]
+        lat = [("rect", (hcx - 0.012 * R, lcy - 0.01 * R, hcx + 0.012 * R, lcy + 0.01 * R), 1.0)]
+        what = "device"
+    F.metal += 1.2 * f.strength * draw(R, strokes, blur=0.4)
+    L.metal += 1.2 * f.strength * draw(R, lat, blur=0.4)
+    return {"what": what}
+
+
 def hardware(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     R, y0 = F.R, F.marks["lung_box"][1]
     sx = float(F.marks["spine_x"][int(y0 + 0.6 * F.marks["lung_box"][3]), 0])
@@ -569,7 +604,7 @@ DRAWERS = {
     "pacemaker": pacemaker, "sternotomy": sternotomy, "clips": clips, "catheter": catheter, "tube": tube,
     "monitor_leads": monitor_leads, "valve": valve, "hardware": hardware, "hiatal_hernia": hiatal_hernia,
     "degenerative_spine": degenerative_spine, "aortic_calcification": aortic_calcification,
-    "tortuous_aorta": tortuous_aorta, "pleural_thickening": pleural_thickening,
+    "tortuous_aorta": tortuous_aorta, "pleural_thickening": pleural_thickening, "device": device,
     **{k: _spine_only for k in ADJUSTERS if k != "tortuous_aorta"},
 }
 assert set(KIND.values()) <= set(DRAWERS), set(KIND.values()) - set(DRAWERS)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cxrgen.data.phantom.acquisition import expose, sample_acquisition
 from cxrgen.data.phantom.anatomy import frontal, lateral, sample_patient
-from cxrgen.data.phantom.findings import ADJUSTERS, DRAWERS, adjust, from_mentions
+from cxrgen.data.phantom.findings import ADJUSTERS, DRAWERS, adjust, from_mentions, observations
 from cxrgen.data.studies import Study
 from cxrgen.errors import UserError
 
@@ -56,7 +56,7 @@ def render_text(text: str, study_id: str, size: int = 512, seed: int = 0) -> tup
     side = expose(L.density(), acq, size, rng_film, lateral=True)
     truth = {
         "id": study_id, "seed": seed, "findings": drawn, "not_drawn": skipped,
-        "labels": sorted({d["observation"] for d in drawn if d["observation"] and d["status"] == 1}),
+        "labels": sorted({o for f in findings if f.status == 1 for o in observations(f)}),
         "uncertain_rule": "uncertain mentions are drawn at half strength (status -1)",
         "anatomy": {"lung_template": patient.template, "female": patient.female, "ctr": round(F.marks["ctr"], 3)},
         "acquisition": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(acq).items()},
