@@ -23,6 +23,7 @@ COMMANDS = [
     "cxrgen.commands.train",  # train: fit a report generator from a YAML config
     "cxrgen.commands.generate",  # generate: reports for one study or a dataset split
     "cxrgen.commands.clip",  # clip: train/eval/probe the chest X-ray CLIP, retrieval baseline
+    "cxrgen.commands.experiment",  # experiment: multi-seed CLIP ablation from a YAML file
 ]
 
 
