@@ -41,17 +41,17 @@ class Bench:
 
 BENCHES = [
     Bench("seed_pipeline", "The seed's pipeline against ours (training step and decoding)",
-          ["--batch-size", "8", "--steps", "1", "--threads", "1"], 330, json=True),
+          ["--batch-size", "4", "--steps", "1", "--threads", "1"], 300, json=True),
     Bench("train_speed", "Training throughput",
-          ["--batch-size", "8", "--finetune-batch-size", "2", "--steps", "2", "--threads", "1"], 330, json=True),
-    Bench("dataloader_speed", "Image cache and data loader", ["--studies", "64", "--workers", "2"], 180, json=True),
-    Bench("labeler_speed", "Labeler throughput", ["--repeat", "2"], 90),
+          ["--batch-size", "8", "--finetune-batch-size", "2", "--steps", "2", "--threads", "1"], 240, json=True),
+    Bench("dataloader_speed", "Image cache and data loader", ["--studies", "64", "--workers", "2"], 150, json=True),
+    Bench("labeler_speed", "Labeler throughput", ["--repeat", "2"], 60),
+    Bench("eval_speed", "Evaluation time (`cxrgen eval`, 590 studies)", [], 200),
     Bench("load_test", "Server under load (peak RSS of the server)",
-          ["--random", "default", "--clients", "4", "--requests", "3"], 240, json=True),
-    Bench("eval_speed", "Evaluation time (`cxrgen eval`, 590 studies)", [], 300),
+          ["--random", "default", "--clients", "4", "--requests", "3"], 150, json=True),
+    Bench("phantom_speed", "Phantom renderer throughput", ["--limit", "30", "--size", "256"], 90),
     Bench("clip_speed", "Directional loss cost (CLIP engineer's bench)", ["--batch-size", "8", "--steps", "2",
-                                                                          "--threads", "1", "--fractions", "1.0"], 240),
-    Bench("phantom_speed", "Phantom renderer throughput", ["--limit", "30", "--size", "256"], 120),
+                                                                          "--threads", "1", "--fractions", "1.0"], 200),
 ]
 
 
