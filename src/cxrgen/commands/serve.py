@@ -53,7 +53,7 @@ def run(args) -> int:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be between 0 and 65535")
     generator, retriever = load_services(args.model, args.clip)
-    app = create_app(generator, retriever=retriever, model_name=args.model.name, max_upload_mb=args.max_upload_mb,
+    app = create_app(generator, retriever=retriever, model_name=str(args.model), max_upload_mb=args.max_upload_mb,
                      max_pixels=args.max_pixels, capacity=args.capacity, max_batch=args.batch)
     if _is_loopback(args.host):
         _logger.info("serving on http://%s:%d (loopback only: this machine can reach it, others cannot)",
