@@ -148,7 +148,8 @@ def main() -> int:
         "model": str(args.model) if args.model else f"{args.random} config, random weights", "clients": args.clients,
         "requests": len(results), "statuses": dict(statuses), "p50_s": q[49], "p95_s": q[94], "max_s": lat[-1],
         "throughput_rps": len(results) / wall, "wall_s": wall, "mean_batch": statistics.mean(batches) if batches else 0,
-        "server_peak_rss_mb": rss, "server_peak_rss_after_warmup_mb": warm_rss, "views": sorted(files), "machine": machine_facts(),
+        "server_peak_rss_mb": rss, "server_peak_rss_after_warmup_mb": warm_rss, "views": sorted(files),
+        "machine": machine_facts(),
     }
     write_json(args.json, stats)
     print("| clients x requests | answered | 5xx | p50 s | p95 s | max s | req/s | mean batch "

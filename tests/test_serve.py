@@ -187,9 +187,10 @@ def test_real_smoke_image(generator, shared_iu):
     assert r.json()["report"] and r.json()["timing"]["read_ms"] > 0
 
 
+NOT_IMAGE = "not a PNG, JPEG or DICOM"
 BAD = {
-    "text with a .png name": (lambda: {"frontal": ("x.png", b"hello, I am not an image" * 10)}, 415, "not a PNG, JPEG or DICOM"),
-    "html with a .jpg name": (lambda: {"frontal": ("x.jpg", b"<html><body>hi</body></html>")}, 415, "not a PNG, JPEG or DICOM"),
+    "text with a .png name": (lambda: {"frontal": ("x.png", b"hello, I am not an image" * 10)}, 415, NOT_IMAGE),
+    "html with a .jpg name": (lambda: {"frontal": ("x.jpg", b"<html><body>hi</body></html>")}, 415, NOT_IMAGE),
     "gif": (lambda: {"frontal": ("x.gif", _gif())}, 415, "GIF"),
     "zero bytes": (lambda: {"frontal": ("x.png", b"")}, 400, "empty"),
     "truncated png": (lambda: {"frontal": ("x.png", png(noise=True)[:3000])}, 422, "truncated"),
@@ -320,7 +321,8 @@ def test_page_loads_nothing_from_the_network():
     """Offline: every URL in the page's files is relative to this server."""
     for f in STATIC.iterdir():
         text = f.read_text()
-        external = [u for u in re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"')]*", text) if "www.w3.org/2000/svg" not in u]
+        urls = re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"')]*", text)
+        external = [u for u in urls if "www.w3.org/2000/svg" not in u]  # the SVG namespace is a name, not a fetch
         assert not external, f"{f.name} loads {external}"
 
 
@@ -359,7 +361,8 @@ def test_similar_cases_rank_distinct_reports():
     search = SimilarCases(StandInClip(), corpus())
     assert len(search.reports) == 4  # the duplicate and the empty report are dropped
     bright = search.search(np.full((50, 40), 230, np.uint8), None, 3)
-    assert bright[0] == {"study_id": "s0", "report": "Small left pleural effusion.", "score": pytest.approx(1, abs=0.01)}
+    assert bright[0] == {"study_id": "s0", "report": "Small left pleural effusion.",
+                         "score": pytest.approx(1, abs=0.01)}
     assert [c["study_id"] for c in bright][:2] == ["s0", "s3"]  # the third is a tie
     assert [c["score"] for c in bright] == sorted((c["score"] for c in bright), reverse=True)
     assert search.search(np.zeros((50, 40), np.uint8), None, 3)[0]["study_id"] == "s1"  # first of the duplicates
