@@ -19,7 +19,7 @@ from cxrgen.evaluate.baselines import best_constant, constant_bleu4, label_oracl
 from cxrgen.evaluate.bootstrap import paired_p_value, resample_weights
 from cxrgen.evaluate.clinical import COMMON5, CONDITIONS, ce_counts, ce_metrics, per_class_table, positives
 from cxrgen.evaluate.nlg import NLGScorer, clean, meteor_from_stats
-from cxrgen.evaluate.report import METRICS, check_ids, evaluate_systems
+from cxrgen.evaluate.report import METRICS, check_ids, evaluate, evaluate_systems
 from cxrgen.labeler import label
 
 REFS = {
@@ -159,6 +159,12 @@ def test_evaluate_systems(scorer, tmp_path):
     md = paths["metrics.md"].read_text()
     assert "seed 3" in md and "200 paired resamples" in md and "| constant vs oracle |" in md
     assert paths["metrics.png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_single_system(scorer):
+    r = evaluate(MODEL, REFS, n_boot=50, scorer=scorer)
+    assert list(r.metrics) == ["predictions"] and r.p_values["BLEU-4"] == {}
+    assert "p-values" not in r.to_markdown()
 
 
 TRAIN = [
