@@ -10,6 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
 from cxrgen.data.phantom.canvas import smooth
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from cxrgen.data.phantom.canvas import Canvas, blob, draw, noise_field, smooth
 from cxrgen.data.phantom.templates import pick_template
