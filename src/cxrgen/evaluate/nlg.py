@@ -115,7 +115,7 @@ def meteor_from_stats(stats: np.ndarray) -> np.ndarray:
 class NLGScorer:
     """Scores systems against references with one METEOR JVM for its whole life.
 
-    The JVM takes ~10 s to load its paraphrase table, so it is started in the constructor (it loads
+    The JVM takes ~15 s of CPU to load its paraphrase table, so it is started in the constructor (it loads
     while Python computes everything else) and reused for every system. Use as a context manager.
     """
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,6 @@ from cxrgen.evaluate.bootstrap import paired_p_value, percentile_ci, resample_we
 from cxrgen.evaluate.clinical import CE_METRICS, LabelFn, ce_counts, ce_metrics, label_texts, per_class_table
 from cxrgen.evaluate.nlg import NLG_METRICS, NLGSamples, NLGScorer, meteor_from_stats
 from cxrgen.labeler import label_many
-
-log = logging.getLogger(__name__)
 
 METRICS = NLG_METRICS + CE_METRICS
 # The columns of the headline table and chart; the full CE set is in its own table.
