@@ -88,7 +88,7 @@ def main() -> None:
           f"encoder {results['encoder']} at {results['image_size']} px, {len(pairs)} studies\n")
     print("| measure | value |\n|---|---|")
     for key, value in results.items():
-        if isinstance(value, float):
+        if isinstance(value, (int, float)) and key != "studies":
             print(f"| {key} | {fmt(value)} |")
     write_json(args.json, results)
 
