@@ -47,7 +47,9 @@ class TrainConfig:
     select_metric: str = "cider"  # checkpoint selection: "cider" (greedy decodes of val) or "loss"
     val_decode_limit: int = 300  # studies decoded per validation pass for the selection metric
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU; or any Lightning precision string
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes; on GPU use 4-8 so decoding never starves the step
+    channels_last: bool = True  # finetune on GPU: NHWC convolutions (faster on tensor cores)
+    compile: bool = False  # torch.compile the model in place (GPU; pays a one-off compile time)
     seed: int = 42
     min_token_freq: int = 2  # tokenizer vocabulary: WordPieces seen at least this often in training reports
 

@@ -146,7 +146,8 @@ class ReportDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=lambda items: collate(items, self.pad_id), persistent_workers=self.num_workers > 0)
+                          collate_fn=lambda items: collate(items, self.pad_id), persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())  # pinned host memory: async copies to the GPU
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
@@ -211,6 +212,13 @@ class GeneratorModule(L.LightningModule):
             self.log("val/cider", cider(self._val_preds, self._val_refs), prog_bar=True, sync_dist=True)
         self._val_preds, self._val_refs = [], []
 
+    def on_fit_start(self) -> None:
+        tc = self.config.train
+        if self.device.type == "cuda" and tc.mode == "finetune" and tc.channels_last:
+            self.model.encoder.to(memory_format=torch.channels_last)
+        if tc.compile:
+            self.model.compile()  # in place: parameter names (and so checkpoints) are unchanged
+
     def configure_optimizers(self):
         tc = self.config.train
         groups: dict[tuple[float, float], list] = {}
@@ -220,7 +228,8 @@ class GeneratorModule(L.LightningModule):
             lr = tc.encoder_lr if name.startswith("encoder.") else tc.lr
             wd = tc.weight_decay if p.dim() >= 2 else 0.0  # nanoGPT's rule: decay matrices, not biases/norms
             groups.setdefault((lr, wd), []).append(p)
-        opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()])
+        opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+                                fused=self.device.type == "cuda")  # one kernel for all parameters on GPU
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(tc.warmup_ratio * total)
 
