@@ -34,7 +34,7 @@ def _subset(studies: list, sizes: dict | None) -> list:
 
 def _clip(spec: dict, data: str, studies: list, out: Path):
     """The experiment's CLIP: an existing checkpoint, or one trained here on the training split."""
-    from cxrgen.commands.clip import cache_features, evaluate_clip, load_run_config, train_clip
+    from cxrgen.clip_training import cache_features, evaluate_clip, load_run_config, train_clip
     from cxrgen.models.clip import ClipConfig, CXRClip, load_clip
 
     if spec.get("dir"):
