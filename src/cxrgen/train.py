@@ -86,7 +86,7 @@ def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path
     enc = model.encoder.eval()
     size = cache.size
     probe = enc(torch.zeros(1, 1, size, size))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent DDP ranks never share it
     feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(ids), 2, *probe.shape[1:]))
     for start in tqdm(range(0, len(ids), batch_size), desc=f"encoding images ({enc.name})", unit="batch", disable=None):
         chunk = ids[start:start + batch_size]

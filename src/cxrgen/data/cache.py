@@ -53,7 +53,7 @@ def _build_shard(args) -> tuple[int, int]:
                 log.debug("cache: skipping %s", e)
     base = Path(out_dir) / _shard_name(index)
     for suffix, data in ((".valid.npy", valid), (".npy", arr)):  # data last: its presence marks "done"
-        tmp = base.with_name(base.name + suffix + ".tmp")
+        tmp = base.with_name(f"{base.name}{suffix}.{os.getpid()}.tmp")  # per process: DDP ranks may build at once
         with open(tmp, "wb") as f:
             np.save(f, data)
         os.replace(tmp, base.with_name(base.name + suffix))
@@ -82,8 +82,10 @@ class ImageCache:
             log.info("cache at %s was built for other studies or size: rebuilding", directory)
             for p in directory.glob("shard_*"):
                 p.unlink()
-        if not index_path.exists() or json.loads(index_path.read_text()) != index:  # DDP ranks: only read a finished cache
-            index_path.write_text(json.dumps(index))
+        if not index_path.exists() or json.loads(index_path.read_text()) != index:
+            tmp = index_path.with_name(f"index.json.{os.getpid()}.tmp")  # atomic: DDP ranks only read a whole index
+            tmp.write_text(json.dumps(index))
+            os.replace(tmp, index_path)
         n_shards = (len(studies) + shard_size - 1) // shard_size
         todo = [i for i in range(n_shards) if not (directory / f"{_shard_name(i)}.npy").exists()]
         jobs = [(str(directory), i, index["sources"][i * shard_size:(i + 1) * shard_size], size) for i in todo]
