@@ -86,3 +86,13 @@ def test_length_penalty_changes_preference(setup):
     short = generate(dec, memory, BOS, EOS, beam_size=4, max_len=20, length_penalty=0.0, no_repeat_ngram=0)
     long = generate(dec, memory, BOS, EOS, beam_size=4, max_len=20, length_penalty=2.0, no_repeat_ngram=0)
     assert sum(map(len, long.sequences)) >= sum(map(len, short.sequences))
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_max_len_beyond_the_decoders_positions_is_clamped(setup, search):
+    # training's validation decode asks for decode.max_len, which may exceed model.max_len
+    dec, memory = setup
+    too_long = dec.cfg.max_len + 10
+    out = (greedy(dec, memory, BOS, EOS, max_len=too_long) if search == "greedy"
+           else beam_search(dec, memory, BOS, EOS, beam_size=2, max_len=too_long))
+    assert all(len(s) <= dec.cfg.max_len for s in out.sequences)

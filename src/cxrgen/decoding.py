@@ -58,7 +58,7 @@ def greedy(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int
     length = torch.zeros(B, device=device)
     att = torch.zeros(memory.tokens.shape[:2], device=device) if return_attention else None
     cache: list = []
-    for _ in range(max_len - 1):
+    for _ in range(min(max_len, decoder.cfg.max_len) - 1):  # never past the positions the decoder has
         logp, w = _step(decoder, ids, memory, cache, return_attention, no_repeat_ngram)
         live = ~finished
         if att is not None:
@@ -91,7 +91,7 @@ def beam_search(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id
     att = torch.zeros(mem.tokens.shape[:2], device=device) if return_attention else None
     offsets = (torch.arange(B, device=device) * K)[:, None]  # (B, 1)
     cache: list = []
-    for _ in range(max_len - 1):
+    for _ in range(min(max_len, decoder.cfg.max_len) - 1):  # never past the positions the decoder has
         logp, w = _step(decoder, ids, mem, cache, return_attention, no_repeat_ngram)
         if att is not None:
             att += w * (~finished)[:, None]
@@ -128,7 +128,6 @@ def generate(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: i
              max_len: int = 100, length_penalty: float = 1.0, no_repeat_ngram: int = 3,
              return_attention: bool = False) -> GenerationOutput:
     """Greedy when beam_size == 1, beam search otherwise."""
-    max_len = min(max_len, decoder.cfg.max_len)
     if beam_size <= 1:
         return greedy(decoder, memory, bos_id, eos_id, max_len, no_repeat_ngram, return_attention)
     return beam_search(decoder, memory, bos_id, eos_id, beam_size, max_len, length_penalty, no_repeat_ngram,
