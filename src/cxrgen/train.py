@@ -208,8 +208,14 @@ class GeneratorModule(L.LightningModule):
             self._val_refs += [self.tokenizer.decode(r) for r in batch["report_ids"].tolist()]
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_preds:
-            self.log("val/cider", cider(self._val_preds, self._val_refs), prog_bar=True, sync_dist=True)
+        preds, refs = self._val_preds, self._val_refs
+        if self.trainer.world_size > 1:  # corpus CIDEr over every rank's decodes, not a mean of per-rank CIDErs
+            gathered: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, (preds, refs))
+            preds = [p for rank_preds, _ in gathered for p in rank_preds]
+            refs = [r for _, rank_refs in gathered for r in rank_refs]
+        if preds:  # the same on every rank after the gather
+            self.log("val/cider", cider(preds, refs), prog_bar=True)
         self._val_preds, self._val_refs = [], []
 
     def on_fit_start(self) -> None:
