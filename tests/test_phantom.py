@@ -4,7 +4,10 @@ import json
 import numpy as np
 import pytest
 
+from PIL import Image
+
 from cxrgen.data.phantom import build_phantom, render_text
+from cxrgen.data.phantom.render import write_png
 from cxrgen.errors import UserError
 
 SIZE = 128  # small renders keep the file fast; geometry is resolution-independent
@@ -88,6 +91,15 @@ def test_truth_matches_report_labels(shared_iu):
         expected = sorted(c for c, v in label(s.findings).items() if v == 1 and c != "No Finding")
         _, _, truth = render_text(s.findings, s.id, size=32)
         assert truth["labels"] == expected, (s.id, s.findings)
+
+
+def test_png_writer_is_lossless(tmp_path):
+    front, _, _ = render_text("Left-sided pacemaker.", "CXR7_IM-0001", size=SIZE)
+    odd = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)  # wrap-around in the up filter
+    for a in (front, odd):
+        write_png(tmp_path / "a.png", a)
+        with Image.open(tmp_path / "a.png") as im:
+            assert im.mode == "L" and np.array_equal(np.asarray(im), a)
 
 
 def test_build_writes_r2gen_layout_that_loads(tmp_path):

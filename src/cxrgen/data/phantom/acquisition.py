@@ -43,7 +43,9 @@ def _noise_bank(size: int) -> np.ndarray:
     return np.random.default_rng(12345).standard_normal((2 * size, 2 * size), dtype=np.float32)
 
 
+@lru_cache(maxsize=8)
 def _font(px: int) -> ImageFont.ImageFont:
+    # load_default(size) decodes an embedded TrueType font on every call: once per process is enough
     try:
         return ImageFont.load_default(size=px)
     except (TypeError, OSError):  # Pillow built without FreeType: the bitmap font, fixed size

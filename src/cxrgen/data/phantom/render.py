@@ -5,12 +5,13 @@ import hashlib
 import json
 import logging
 import os
+import struct
+import zlib
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from cxrgen.data.phantom.acquisition import expose, sample_acquisition
@@ -83,13 +84,31 @@ def render_study(study: Study, size: int = 512, seed: int = 0) -> tuple[np.ndarr
     return render_text(study.findings, study.id, size=size, seed=seed)
 
 
+def write_png(path: Path, a: np.ndarray) -> None:
+    """8-bit greyscale PNG written directly: the 'up' filter and zlib's RLE strategy encode a noisy
+    512 px view in about 3 ms and 145 KB, where Pillow takes about 10 ms (its per-row filter search)."""
+    h, w = a.shape
+    rows = np.empty((h, w + 1), np.uint8)
+    rows[:, 0] = 2  # filter type 2 (up): each row minus the row above (zeros above the first)
+    rows[0, 1:] = a[0]
+    np.subtract(a[1:], a[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG specifies
+    z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    idat = z.compress(rows.tobytes()) + z.flush()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit greyscale, deflate, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
 def _write(job: tuple[Study, Path, int, int]) -> tuple[str, int]:
     study, images, size, seed = job
     front, side, truth = render_study(study, size, seed)
     d = images / study.id
     d.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(front).save(d / "0.png", compress_level=1)
-    Image.fromarray(side).save(d / "1.png", compress_level=1)
+    write_png(d / "0.png", front)
+    write_png(d / "1.png", side)
     (d / "truth.json").write_text(json.dumps(truth, indent=1))
     return study.id, len(truth["findings"])
 
