@@ -76,6 +76,14 @@ def test_each_finding_changes_both_views(text, kind):
         assert np.abs(l1.astype(int) - l0).mean() > 0.05
 
 
+def test_edema_beside_a_large_heart_does_not_crash():
+    # regression: CXR2673_IM-1149 once crashed when a septal-line row of the lung was all heart
+    text = ("The heart is large. In the interval, pulmonary venous engorgement has developed. "
+            "Also, bibasilar interstitial infiltrates are present.")
+    _, _, truth = render_text(text, "CXR2673_IM-1149", size=SIZE)
+    assert [f["kind"] for f in truth["findings"]] == ["cardiomegaly", "edema", "opacity"]
+
+
 def test_uncertain_is_drawn_faintly_and_negated_not_at_all():
     _, truth = _frontal("Possible right lower lobe consolidation. No pneumothorax.")
     (f,) = truth["findings"]

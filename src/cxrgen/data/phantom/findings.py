@@ -102,17 +102,17 @@ def adjust(p: Patient, f: Finding, rng: np.random.Generator) -> Patient:
                        ap_depth=0.06 * s, ctr=min(p.ctr, 0.42))
     if f.kind == "scoliosis":
         sign = -1 if "levo" in f.sentence.lower() else 1 if "dextro" in f.sentence.lower() else rng.choice([-1, 1])
-        return replace(p, scoliosis=sign * s * 0.03 * k, spine_phase=rng.uniform(-0.3, 0.3))
+        return replace(p, scoliosis=sign * s * 0.04 * k, spine_phase=rng.uniform(-0.3, 0.3))
     if f.kind == "kyphosis":
         return replace(p, kyphosis=0.04 * s * k)
     if f.kind == "osteopenia":
         return replace(p, bone_gain=1 - 0.4 * s)
     if f.kind == "elevated_hemidiaphragm":
         sides = list(p.dome_raise)
-        sides[_sides(f, rng)[0]] += 0.06 * s * k
+        sides[_sides(f, rng)[0]] += 0.1 * s * k  # about two rib interspaces
         return replace(p, dome_raise=tuple(sides))
     if f.kind == "tortuous_aorta":
-        return replace(p, knob=p.knob + 0.02 * s)
+        return replace(p, knob=p.knob + 0.025 * s * k)
     return p
 
 
@@ -209,18 +209,26 @@ def atelectasis(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 
 
 def scarring(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
+    """Coarse reticular streaks over a faint fibrotic haze in the stated zone (apical by default)."""
     R, level = F.R, _level(f, rng, ("apex", "upper"))
     sides = _sides(f, rng)
-    strokes = []
+    strokes, haze = [], np.zeros((R, R), np.float32)
     for side in sides:
-        for _ in range(5):
-            x, y = _point(F, side, level + rng.uniform(-0.06, 0.06), rng)
+        x0, y0 = _point(F, side, level, rng)
+        haze += blob(R, x0, y0, 0.07 * R, 0.05 * R, edge=0.04 * R)
+        for _ in range(9):
+            x, y = x0 + rng.normal(0, 0.035) * R, y0 + rng.normal(0, 0.025) * R
             a, ln = rng.uniform(0, np.pi), R * rng.uniform(0.02, 0.05)
-            strokes.append(("line", [(x, y), (x + ln * np.cos(a), y + ln * np.sin(a))], max(1.5, R * 0.006), 1.0))
-    _replace_air(F, draw(R, strokes, blur=0.6), 0.9 * f.strength, F.marks["lung_any"], dense=0.15)
+            strokes.append(("line", [(x, y), (x + ln * np.cos(a), y + ln * np.sin(a))], max(1.5, R * 0.008), 1.0))
+    _replace_air(F, np.clip(haze, 0, 1), 0.35 * f.strength, F.marks["lung_any"], dense=0.06)
+    _replace_air(F, draw(R, strokes, blur=0.8), 0.6 * f.strength, F.marks["lung_any"], dense=0.1)
     lx, ly = _lat_point(L, level, f.location, rng)
-    lat = [("line", [(lx, ly), (lx + R * rng.uniform(-0.05, 0.05), ly + R * rng.uniform(-0.04, 0.04))], 2, 1.0) for _ in range(4)]
-    _replace_air(L, draw(R, lat, blur=0.6), 0.8 * f.strength, L.marks["lung"], dense=0.15)
+    lat = []
+    for _ in range(6):
+        x, y, a, ln = lx + rng.normal(0, 0.03) * R, ly + rng.normal(0, 0.025) * R, rng.uniform(0, np.pi), R * rng.uniform(0.02, 0.05)
+        lat.append(("line", [(x, y), (x + ln * np.cos(a), y + ln * np.sin(a))], max(1.5, R * 0.008), 1.0))
+    _replace_air(L, np.clip(blob(R, lx, ly, 0.06 * R, 0.05 * R, edge=0.04 * R), 0, 1), 0.3 * f.strength, L.marks["lung"], dense=0.06)
+    _replace_air(L, draw(R, lat, blur=0.8), 0.5 * f.strength, L.marks["lung"], dense=0.1)
     return {"sides": [["right", "left"][s] for s in sides], "level": level}
 
 
@@ -332,25 +340,33 @@ def mass(F, L, f, rng):
 
 
 def rib_fracture(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
-    """A gap across one posterior rib, with a small step and sclerotic margins."""
+    """Healed posterior rib fractures: a gap across the rib inside a bulky callus. "Fractures" or
+    "deformities" break 2-3 adjacent ribs, as old fractures usually come in a row."""
     R = F.R
-    side = _sides(f, rng)[0]
-    rib = int(rng.integers(2, 5) if f.location in ("upper", "apex") else rng.integers(5, 9) if f.location in ("lower", "base") else rng.integers(3, 8))
-    u0 = rng.uniform(0.55, 0.9)
+    sent = f.sentence.lower()
+    plural = "fractures" in sent or "deformities" in sent
     t, u = F.marks["rib_t"], F.marks["rib_u"]
     y, x = F.grid
-    this_side = (x < F.marks["spine_x"]) if side == 0 else (x > F.marks["spine_x"])
-    on_rib = (np.floor(t) == rib) & ((t % 1.0) < 0.42) & this_side
-    gap = on_rib & (np.abs(u - u0) < 0.03)
-    F.bone -= 0.15 * f.strength * gap
-    ys, xs = np.nonzero(gap)
-    if ys.size:  # fracture margins: callus or sclerosis around the gap, so it reads at low resolution
-        callus = blob(R, xs.mean(), ys.mean(), 0.03 * R, 0.02 * R, edge=0.01 * R) * (1 - gap)
-        F.bone += 0.3 * f.strength * callus
     m = L.marks
-    lx, ly = m["lung_cx"] + 0.55 * m["lung_rx"], m["lung_top"] + (rib / 10) * m["lung_h"]
-    L.bone += 0.3 * f.strength * draw(R, [("ellipse", (lx - 2, ly - 2, lx + 2, ly + 2), 1.0)], blur=0.6)
-    return {"side": ["right", "left"][side], "rib": rib + 1, "lateral_position": u0}
+    breaks = []
+    for side in _sides(f, rng):
+        rib0 = int(rng.integers(2, 5) if f.location in ("upper", "apex") else rng.integers(5, 8) if f.location in ("lower", "base")
+                   else rng.integers(3, 7))
+        u0 = rng.uniform(0.55, 0.85)
+        this_side = (x < F.marks["spine_x"]) if side == 0 else (x > F.marks["spine_x"])
+        for rib in range(rib0, rib0 + (int(rng.integers(2, 4)) if plural else 1)):
+            ur = u0 + rng.uniform(-0.04, 0.04)
+            gap = (np.floor(t) == rib) & ((t % 1.0) < 0.42) & this_side & (np.abs(u - ur) < 0.012)
+            ys, xs = np.nonzero(gap)
+            if not ys.size:
+                continue
+            # fusiform callus around a thin lucent fracture line: what makes an old fracture visible at low resolution
+            F.bone += 0.3 * f.strength * blob(R, xs.mean(), ys.mean(), 0.04 * R, 0.026 * R, edge=0.015 * R)
+            F.bone -= 0.2 * f.strength * smooth(gap.astype(np.float32), 0.5)
+            lx, ly = m["lung_cx"] + 0.55 * m["lung_rx"], m["lung_top"] + (rib / 10) * m["lung_h"]
+            L.bone += 0.35 * f.strength * blob(R, lx, ly, 0.028 * R, 0.011 * R, angle=-0.4, edge=0.008 * R)
+            breaks.append({"side": ["right", "left"][side], "rib": rib + 1, "lateral_position": round(float(ur), 3)})
+    return {"breaks": breaks}
 
 
 def clavicle_fracture(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
@@ -567,13 +583,22 @@ def aortic_calcification(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 
 
 def tortuous_aorta(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
-    R = F.R
+    """An unfolded aorta: a large knob and a descending aorta that bows to the patient's left of the
+    spine (frontal); a wide arch and a descending aorta behind the heart (lateral)."""
+    R, k = F.R, SEVERITY[f.severity]
     kx, ky = F.marks["knob"]
-    y1 = F.marks["heart_cy"] + 0.05 * R
-    path = [(kx, ky), (kx + 0.03 * R, (ky + y1) / 2), (F.marks["cx"] + 0.05 * R, y1)]
-    aorta = draw(R, [("line", path, 0.05 * R, 1.0)], blur=1.5)
+    y1 = F.marks["heart_cy"] + 0.08 * R
+    bow = rng.uniform(0.05, 0.07) * R * k
+    path = [(kx, ky), (kx + 0.6 * bow, ky + 0.3 * (y1 - ky)), (kx + bow, ky + 0.6 * (y1 - ky)), (F.marks["cx"] + 0.07 * R, y1)]
+    aorta = draw(R, [("line", path, 0.055 * R, 1.0)], blur=0.02 * R)  # a soft contour, not a tube
     _replace_air(F, aorta, 0.8 * f.strength, F.marks["lung_any"], dense=0.1)
-    return {"path": [(px / R, py / R) for px, py in path]}
+    m = L.marks
+    hcx = m["heart_box"][0]
+    top, sx = m["lung_top"] + 0.12 * m["lung_h"], float(m["spine_x"][int(m["lung_top"] + 0.7 * m["lung_h"]), 0])
+    lat = [("line", [(hcx - 0.03 * R, m["lung_top"] + 0.4 * m["lung_h"]), (hcx, top), (hcx + 0.12 * R, top - 0.01 * R),
+                     (sx - 0.07 * R, m["lung_top"] + 0.35 * m["lung_h"]), (sx - 0.06 * R, m["lung_top"] + 0.85 * m["lung_h"])], 0.05 * R, 1.0)]
+    _replace_air(L, draw(R, lat, blur=0.02 * R), 0.45 * f.strength, m["lung"], dense=0.06)
+    return {"path": [(round(px / R, 3), round(py / R, 3)) for px, py in path]}
 
 
 def pleural_thickening(F: Canvas, L: Canvas, f: Finding, rng) -> dict:

@@ -51,7 +51,7 @@ def render_text(text: str, study_id: str, size: int = 512, seed: int = 0) -> tup
     for f in findings:
         params = DRAWERS[f.kind](F, L, f, rng_findings)
         if f.kind in ADJUSTERS:
-            params = _adjusted(f.kind, patient, F.marks)
+            params = {**params, **_adjusted(f.kind, patient, F.marks)}
         drawn.append(f.to_json(params))
     front = expose(F.density(), acq, size, rng_film)
     side = expose(L.density(), acq, size, rng_film, lateral=True)
