@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from cxrgen.data.phantom.canvas import Canvas, blob, draw, noise_field, smooth
+from cxrgen.data.phantom.canvas import Canvas, blob, draw, smooth
 from cxrgen.data.phantom.templates import pick_template
 
 
@@ -76,7 +76,7 @@ def _lungs(p: Patient, R: int, cx: float) -> tuple[np.ndarray, np.ndarray, dict]
         bottom = np.where(cols, R - 1 - m[::-1, :].argmax(0), -1).astype(np.float32)
         cidx = np.nonzero(cols)[0]
         bottom = np.interp(np.arange(R), cidx, bottom[cidx]).astype(np.float32)  # constant beyond the ends
-        lo, hi = bottom.min(), bottom.max()
+        hi = bottom.max()
         raise_ = p.dome_raise[side - 1] * R
         bottom = bottom + p.dome_flat * (hi - bottom) - raise_
         med = cx - p.mediastinum * R if side == 1 else cx + p.mediastinum * R

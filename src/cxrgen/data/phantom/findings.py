@@ -234,7 +234,7 @@ def scarring(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 
 def effusion(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     """Fluid in the dependent pleural space: a meniscus rising laterally, blunting the angle."""
-    R, k = F.R, SEVERITY[f.severity] * (0.6 if f.finding == "costophrenic blunting" else 1.0)
+    k = SEVERITY[f.severity] * (0.6 if f.finding == "costophrenic blunting" else 1.0)
     y, x = F.grid
     sides, heights = _sides(f, rng, plural_both=True), []
     for side in sides:
@@ -380,7 +380,7 @@ def clavicle_fracture(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 def pacemaker(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     R = F.R
     side = 1 if f.laterality != "right" else 0
-    cx, (x0, y0, w, h) = F.marks["cx"], F.marks["lung_box"]
+    cx, (_, y0, _, h) = F.marks["cx"], F.marks["lung_box"]
     sgn = -1 if side == 0 else 1
     gx, gy = cx + sgn * rng.uniform(0.2, 0.28) * R, y0 + rng.uniform(0.0, 0.06) * R
     hx0, hx1 = F.marks["heart_x"]
@@ -402,7 +402,7 @@ def pacemaker(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 
 def sternotomy(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     R, n = F.R, int(rng.integers(5, 8))
-    cx, (x0, y0, w, h) = F.marks["cx"], F.marks["lung_box"]
+    cx, (_, y0, _, h) = F.marks["cx"], F.marks["lung_box"]
     ys = np.linspace(y0 + 0.08 * h, y0 + 0.6 * h, n)
     loops = [("arc", (cx - 0.018 * R, yy - 0.01 * R, cx + 0.018 * R, yy + 0.01 * R), 0, 360, 2, 1.0) for yy in ys]
     F.metal += 1.3 * f.strength * draw(R, loops, blur=0.5)
@@ -415,7 +415,7 @@ def sternotomy(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 
 def clips(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     R, sent = F.R, f.sentence.lower()
-    cx, (x0, y0, w, h) = F.marks["cx"], F.marks["lung_box"]
+    cx, (_, y0, _, h) = F.marks["cx"], F.marks["lung_box"]
     if "cholecyst" in sent or "abdomen" in sent or "quadrant" in sent:
         where, (px, py) = "right upper quadrant", (cx - 0.18 * R, F.marks["dome_y"] + 0.08 * R)
     elif "axilla" in sent or f.laterality:
@@ -440,7 +440,7 @@ def clips(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 
 def catheter(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     R = F.R
-    cx, (x0, y0, w, h), sh = F.marks["cx"], F.marks["lung_box"], F.marks["shoulder"]
+    cx, (_, y0, _, h), sh = F.marks["cx"], F.marks["lung_box"], F.marks["shoulder"]
     side = 1 if f.laterality == "left" else 0
     sgn = -1 if side == 0 else 1
     path = [(cx + sgn * 0.38 * R, sh + 0.04 * R), (cx + sgn * 0.12 * R, y0 - 0.005 * R), (cx - 0.035 * R, y0 + 0.12 * h),
@@ -457,7 +457,7 @@ def catheter(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
 
 def tube(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     R = F.R
-    cx, (x0, y0, w, h) = F.marks["cx"], F.marks["lung_box"]
+    cx, (_, y0, _, h) = F.marks["cx"], F.marks["lung_box"]
     sent = f.sentence.lower()
     if any(w_ in sent for w_ in ("gastric", "ng ", "nasogastric", "feeding", "enteric", "og ")):
         path, which = [(cx - 0.01 * R, 0), (cx + 0.01 * R, y0 + 0.6 * h), (cx + 0.15 * R, F.marks["dome_y"] + 0.08 * R)], "enteric"
@@ -552,7 +552,7 @@ def degenerative_spine(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     """Marginal osteophytes and endplate sclerosis, most visible on the lateral."""
     R = F.R
     strokes_f, strokes_l = [], []
-    period, y0, h = F.marks["vertebra_period"], F.marks["lung_box"][1], F.marks["lung_box"][3]
+    period, y0 = F.marks["vertebra_period"], F.marks["lung_box"][1]
     levels = sorted(rng.choice(np.arange(3, 11), size=int(rng.integers(4, 7)), replace=False))
     for lv in levels:
         yy = y0 + lv * period
