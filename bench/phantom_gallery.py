@@ -22,7 +22,7 @@ from cxrgen.labeler import mentions
 
 ROWS = ("normal", "cardiomegaly", "effusion", "pneumothorax", "consolidation", "opacity", "atelectasis", "edema",
         "hyperinflation", "nodule", "mass", "granuloma", "rib_fracture", "pacemaker", "sternotomy", "clips", "catheter",
-        "hiatal_hernia", "degenerative_spine", "scoliosis")
+        "hiatal_hernia", "degenerative_spine", "scoliosis", "scarring", "tortuous_aorta", "elevated_hemidiaphragm")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "img"
 
 
