@@ -49,6 +49,15 @@ def test_cardiomegaly_raises_the_cardiothoracic_ratio():
     assert normal["anatomy"]["ctr"] < 0.5 < truth["findings"][0]["drawn"]["ctr"]
 
 
+def test_elevated_hemidiaphragm_raises_the_stated_side():
+    normal, _ = _frontal("Lungs are clear.")
+    right, _ = _frontal("Elevated right hemidiaphragm.")
+    diff = right - normal
+    h, w = diff.shape
+    lower = slice(int(0.45 * h), int(0.85 * h))
+    assert diff[lower, : w // 2].mean() > 3 * max(abs(diff[lower, w // 2:].mean()), 0.5)  # patient's right = image left
+
+
 def test_pneumothorax_darkens_the_apex_and_granuloma_is_bright():
     normal, _ = _frontal("Lungs are clear.")
     ptx, _ = _frontal("Large left pneumothorax.")
@@ -66,6 +75,8 @@ def test_pneumothorax_darkens_the_apex_and_granuloma_is_bright():
     ("Right lower lobe consolidation.", "consolidation"), ("Mild pulmonary edema.", "edema"),
     ("Healed right rib fracture.", "rib_fracture"), ("Hyperinflated lungs.", "hyperinflation"),
     ("Thoracic scoliosis.", "scoliosis"), ("Bibasilar atelectasis.", "atelectasis"),
+    ("There is biapical scarring.", "scarring"), ("Tortuous aorta.", "tortuous_aorta"),
+    ("Elevated right hemidiaphragm.", "elevated_hemidiaphragm"),
 ])
 def test_each_finding_changes_both_views(text, kind):
     f0, l0, _ = render_text("Lungs are clear.", "CXR5_IM-0009", size=SIZE)
