@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from cxrgen.atomic import atomic_write_text
 from cxrgen.errors import UserError
 
 
@@ -84,7 +85,7 @@ class Config:
     def save(self, path: Path) -> None:
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=2) if path.suffix == ".json" else yaml.safe_dump(self.to_dict(), sort_keys=False)
-        path.write_text(text)
+        atomic_write_text(path, text)
 
 
 _SECTIONS = {f.name for f in dataclasses.fields(Config)}
@@ -134,4 +135,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"cannot parse config {path}: {e}") from None
         if not isinstance(data, dict):
             raise UserError(f"config {path} must be a mapping of sections")
-    return apply_overrides(Config.from_dict(data), overrides or [])
+    try:
+        config = Config.from_dict(data)
+    except UserError as e:  # name the file: the user edits it to fix the key
+        raise UserError(f"{path}: {e}") from None
+    return apply_overrides(config, overrides or [])

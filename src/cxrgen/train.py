@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cxrgen.atomic import atomic_write_text
 from cxrgen.checkpoint import save_checkpoint
 from cxrgen.config import Config
 from cxrgen.data.cache import ImageCache
@@ -37,6 +38,7 @@ from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.decoding import greedy
 from cxrgen.errors import UserError
 from cxrgen.models.generator import ReportModel
+from cxrgen.resume import SaveLast, check_resume, merge_csv_log, set_csv_log_aside
 
 _logger = logging.getLogger(__name__)
 ExtraLoss = Callable[["GeneratorModule", dict, torch.Tensor], dict[str, torch.Tensor]]
@@ -254,6 +256,12 @@ class MarginEarlyStopping(L.Callback):
     def __init__(self, monitor: str = "val/ce_loss", margin: float = 0.05):
         self.monitor, self.margin, self.best = monitor, margin, math.inf
 
+    def state_dict(self) -> dict:  # saved in last.ckpt, so a resumed run keeps the running minimum
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state["best"]
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
         if value is None or trainer.sanity_checking:
@@ -272,6 +280,12 @@ class SaveBest(L.Callback):
         self.directory, self.monitor, self.mode, self.meta = directory, monitor, mode, meta
         self.best: float | None = None
         self.best_epoch: int | None = None
+
+    def state_dict(self) -> dict:  # a resumed run must not replace the best model with a worse one
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: GeneratorModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
@@ -390,16 +404,19 @@ def build_datamodule(config: Config, studies: list[Study], cache_dir: Path
 
 def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: str | Path | None = None,
         accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1, strategy: str = "auto",
-        extra_losses: list[ExtraLoss] | None = None, limit_train_batches: int | float | None = None) -> TrainResult:
+        extra_losses: list[ExtraLoss] | None = None, limit_train_batches: int | float | None = None,
+        resume: bool = False) -> TrainResult:
     """Train a report generator; the best checkpoint (by `train.select_metric`) goes to OUTPUT/model.
 
-    OUTPUT also receives config.yaml (resolved), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png
-    and train_summary.json. Image and feature caches go to `cache_dir` (default OUTPUT/../.cache)
+    OUTPUT also receives config.yaml (resolved), last.ckpt (after every epoch; `resume=True`
+    continues from it), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png and train_summary.json.
+    Image and feature caches go to `cache_dir` (default OUTPUT/../.cache)
     and are reused by later runs on the same data.
     """
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     output = Path(output)
+    last = check_resume(config, output, resume)
     output.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else output.parent / ".cache"
     config.save(output / "config.yaml")
@@ -418,23 +435,27 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
     speed = TrainThroughput()
     precision = tc.precision if tc.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
     steps_per_epoch = math.ceil(len(dm.datasets["train"]) / tc.batch_size)
+    metrics_csv = output / "csv" / "metrics.csv"
+    if last is not None:
+        set_csv_log_aside(metrics_csv)
     trainer = L.Trainer(
         max_epochs=tc.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         precision=precision, gradient_clip_val=tc.grad_clip or None, enable_checkpointing=False,
         num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps_per_epoch)), default_root_dir=output,
         logger=[CSVLogger(output, name="csv", version=""), TensorBoardLogger(output, name="tb", version="")],
-        callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed],
+        callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed,
+                   SaveLast(output / "last.ckpt")],
         limit_train_batches=limit_train_batches, enable_model_summary=False,
     )
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=last)
     if trainer.is_global_zero:
         if not (output / "model").exists():  # no validation pass ran: keep the last weights
             save_checkpoint(output / "model", model, tokenizer, config, meta)
-        metrics_csv = output / "csv" / "metrics.csv"
+        merge_csv_log(metrics_csv)
         if metrics_csv.exists():
             plot_loss_curve(metrics_csv, output / "loss_curve.png")
     result = TrainResult(output / "model", monitor, save_best.best, save_best.best_epoch, trainer.current_epoch,
                          speed.samples / max(speed.seconds, 1e-9))
-    (output / "train_summary.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                           for k, v in result.__dict__.items()}, indent=2))
+    atomic_write_text(output / "train_summary.json", json.dumps({k: str(v) if isinstance(v, Path) else v
+                                                                for k, v in result.__dict__.items()}, indent=2))
     return result

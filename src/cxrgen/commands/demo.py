@@ -32,8 +32,9 @@ def _demo(args) -> int:
     if not (phantom / "annotation.json").exists():
         cmd = ["data", "phantom", "--out", str(phantom), "--size", str(args.size)]
         _run(cmd + (["--limit", str(args.limit)] if args.limit else []))
-    if not (run / "model" / "model.safetensors").exists():
+    if not (run / "train_summary.json").exists():  # written last: model/ already exists after the first epoch
         cmd = ["train", "--config", args.config, "--data", f"phantom:{phantom}", "--output", str(run)]
+        cmd += ["--resume"] if (run / "last.ckpt").exists() else []
         _run(cmd + (["--epochs", str(args.epochs)] if args.epochs else []))
     if not preds.exists():
         _run(["generate", "--model", str(run / "model"), "--data", f"phantom:{phantom}", "--split", "test",

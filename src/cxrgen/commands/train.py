@@ -16,24 +16,29 @@ def _train(args) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    config = load_config(args.config, overrides)
+    output = Path(args.output)
+    # --resume alone continues with the run's own saved config; fit() refuses one that differs
+    config_path = args.config or (output / "config.yaml" if args.resume else "configs/default.yaml")
+    config = load_config(config_path, overrides)
     studies = load_studies(args.data)
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    result = fit(config, studies, Path(args.output), cache_dir=args.cache_dir, accelerator=args.accelerator,
-                 devices=devices, num_nodes=args.num_nodes, strategy=args.strategy)
+    result = fit(config, studies, output, cache_dir=args.cache_dir, accelerator=args.accelerator,
+                 devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, resume=args.resume)
     best = "n/a" if result.best_value is None else f"{result.best_value:.4f} (epoch {result.best_epoch})"
     print(f"best {result.best_metric}: {best}; {result.epochs_run} epoch(s), "
           f"{result.train_samples_per_s:.1f} training samples/s")
     print(f"checkpoint: {result.model_dir}")
-    print(f"loss curve: {Path(args.output) / 'loss_curve.png'}")
+    print(f"loss curve: {output / 'loss_curve.png'}")
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a report generator (frozen-feature or end-to-end)")
-    p.add_argument("--config", default="configs/default.yaml", help="YAML config (default configs/default.yaml)")
+    p.add_argument("--config", help="YAML config (default configs/default.yaml; with --resume, OUTPUT/config.yaml)")
     p.add_argument("--data", required=True, help="dataset spec, e.g. phantom:DIR, iu-xray-r2gen:DIR, mimic:DIR, manifest:CSV")
     p.add_argument("--output", required=True, help="run folder; the checkpoint goes to OUTPUT/model")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUTPUT from OUTPUT/last.ckpt (written after every epoch), e.g. after a crash")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set model.d_model=256 (repeatable)")
     p.add_argument("--epochs", type=int, help="override train.epochs")

@@ -1,0 +1,112 @@
+"""Crash-safe training: OUTPUT/last.ckpt after every epoch, and `cxrgen train --resume` from it.
+
+A resumed run repeats the uninterrupted one exactly (same final weights on the same machine):
+Lightning restores weights, optimizer, LR schedule, loop counters and each callback's state
+(so the best-model selection and the early-stopping minimum survive); `SaveLast` adds the
+global RNG states, which decide the next epoch's shuffle and dropout.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from cxrgen.atomic import atomic_write_text
+from cxrgen.config import Config, load_config
+from cxrgen.errors import UserError
+
+
+class SaveLast(L.Callback):
+    """Write `path` (Lightning's full training state plus the RNG states) at the end of every epoch, atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def state_dict(self) -> dict:  # tensors and plain tuples only: torch.load(weights_only=True) reads them
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        rng = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+               "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return rng
+
+    def load_state_dict(self, state: dict) -> None:
+        random.setstate(state["python"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:  # the last epoch's train averages, logged after on_train_epoch_end
+            logger.save()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after this epoch's validation, so SaveBest's state already counts it; the CSV log is
+        # written up to here too (Lightning only writes it every 100 steps), so a kill loses no epoch
+        for logger in trainer.loggers:
+            logger.save()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it; only rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+
+def check_resume(config: Config, output: Path, resume: bool) -> Path | None:
+    """OUTPUT/last.ckpt to resume from (None for a fresh run); refuse anything that could clobber a run."""
+    last = output / "last.ckpt"
+    if not resume:
+        if last.exists() or (output / "model").exists():
+            raise UserError(f"{output} already holds a training run; add --resume to continue it, "
+                            "or choose a new --output")
+        return None
+    if not last.is_file():
+        raise UserError(f"--resume: {last} not found (it is written at the end of each epoch); "
+                        "run without --resume and a new --output")
+    saved, wanted = load_config(output / "config.yaml").to_dict(), config.to_dict()
+    diff = [f"{sec}.{k} ({saved[sec][k]!r} in the run, {v!r} now)" for sec, fields in wanted.items()
+            for k, v in fields.items() if saved[sec][k] != v]
+    if diff:
+        raise UserError(f"--resume: the config differs from {output / 'config.yaml'} in {', '.join(diff)}; "
+                        "resume with the run's settings")
+    return last
+
+
+def _parts(csv_log: Path) -> list[Path]:
+    return sorted(csv_log.parent.glob(f"{csv_log.name}.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
+
+
+def set_csv_log_aside(csv_log: Path) -> None:
+    """Lightning's CSV logger deletes an existing metrics.csv; keep the interrupted attempt's as metrics.csv.partN."""
+    if rank_zero_only.rank == 0 and csv_log.exists():
+        csv_log.rename(csv_log.with_name(f"{csv_log.name}.part{len(_parts(csv_log)) + 1}"))
+
+
+def merge_csv_log(csv_log: Path) -> None:
+    """metrics.csv.part1, part2, ... and metrics.csv -> one metrics.csv, as an uninterrupted run would log it.
+
+    Each attempt's rows replace the earlier attempts' rows from its first epoch on (the epoch a
+    crash cut short is logged again in full). A line cut in half by the kill is dropped.
+    """
+    import pandas as pd
+
+    parts = _parts(csv_log)
+    if not parts or not csv_log.exists():
+        return
+    merged = None
+    for path in [*parts, csv_log]:
+        try:
+            frame = pd.read_csv(path, on_bad_lines="skip").dropna(subset=["epoch"])
+        except (pd.errors.EmptyDataError, KeyError):  # killed before the first row, or before the header
+            continue
+        merged = frame if merged is None else pd.concat([merged[merged["epoch"] < frame["epoch"].min()], frame])
+    if merged is not None:
+        atomic_write_text(csv_log, merged.to_csv(index=False))
+    for path in parts:
+        path.unlink()
