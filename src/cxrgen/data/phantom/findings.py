@@ -208,28 +208,29 @@ def atelectasis(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     return {"bands": len(strokes), "level": level}
 
 
+def _strands(x0: float, y0: float, hilum: tuple[float, float], n: int, R: int, rng) -> list[tuple]:
+    """Fibrotic strands around (x0, y0), each pointing roughly toward the hilum that scars retract to."""
+    out = []
+    for _ in range(n):
+        x, y = x0 + rng.normal(0, 0.035) * R, y0 + rng.normal(0, 0.03) * R
+        a, ln, bend = np.arctan2(hilum[1] - y, hilum[0] - x) + rng.normal(0, 0.45), R * rng.uniform(0.04, 0.09), rng.normal(0, 0.4)
+        mid = (x + ln / 2 * np.cos(a + bend / 2), y + ln / 2 * np.sin(a + bend / 2))  # slightly bent, like a real strand
+        out.append(("line", [(x, y), mid, (mid[0] + ln / 2 * np.cos(a - bend / 2), mid[1] + ln / 2 * np.sin(a - bend / 2))],
+                    max(1.5, R * 0.008), 1.0))
+    return out
+
+
 def scarring(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
-    """Coarse reticular streaks over a faint fibrotic haze in the stated zone (apical by default)."""
+    """Coarse linear strands in the stated zone (apical by default), converging on the hilum."""
     R, level = F.R, _level(f, rng, ("apex", "upper"))
     sides = _sides(f, rng)
-    strokes, haze = [], np.zeros((R, R), np.float32)
+    strokes = []
     for side in sides:
-        x0, y0 = _point(F, side, level, rng)
-        haze += blob(R, x0, y0, 0.07 * R, 0.05 * R, edge=0.04 * R)
-        for _ in range(9):
-            x, y = x0 + rng.normal(0, 0.035) * R, y0 + rng.normal(0, 0.025) * R
-            a, ln = rng.uniform(0, np.pi), R * rng.uniform(0.02, 0.05)
-            strokes.append(("line", [(x, y), (x + ln * np.cos(a), y + ln * np.sin(a))], max(1.5, R * 0.008), 1.0))
-    _replace_air(F, np.clip(haze, 0, 1), 0.35 * f.strength, F.marks["lung_any"], dense=0.06)
-    _replace_air(F, draw(R, strokes, blur=0.8), 0.6 * f.strength, F.marks["lung_any"], dense=0.1)
-    lx, ly = _lat_point(L, level, f.location, rng)
-    lat = []
-    for _ in range(6):
-        x, y, a, ln = lx + rng.normal(0, 0.03) * R, ly + rng.normal(0, 0.025) * R, rng.uniform(0, np.pi), R * rng.uniform(0.02, 0.05)
-        lat.append(("line", [(x, y), (x + ln * np.cos(a), y + ln * np.sin(a))], max(1.5, R * 0.008), 1.0))
-    _replace_air(L, np.clip(blob(R, lx, ly, 0.06 * R, 0.05 * R, edge=0.04 * R), 0, 1), 0.3 * f.strength, L.marks["lung"], dense=0.06)
-    _replace_air(L, draw(R, lat, blur=0.8), 0.5 * f.strength, L.marks["lung"], dense=0.1)
-    return {"sides": [["right", "left"][s] for s in sides], "level": level}
+        strokes += _strands(*_point(F, side, level, rng), F.marks["hila"][side], 14, R, rng)
+    _replace_air(F, draw(R, strokes, blur=0.9), 0.6 * f.strength, F.marks["lung_any"], dense=0.1)
+    lat = _strands(*_lat_point(L, level, f.location, rng), L.marks["hila"], 9, R, rng)
+    _replace_air(L, draw(R, lat, blur=0.9), 0.5 * f.strength, L.marks["lung"], dense=0.1)
+    return {"sides": [["right", "left"][s] for s in sides], "level": level, "strands_per_side": 14}
 
 
 def effusion(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
@@ -361,7 +362,7 @@ def rib_fracture(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
             if not ys.size:
                 continue
             # fusiform callus around a thin lucent fracture line: what makes an old fracture visible at low resolution
-            F.bone += 0.3 * f.strength * blob(R, xs.mean(), ys.mean(), 0.04 * R, 0.026 * R, edge=0.015 * R)
+            F.bone += 0.4 * f.strength * blob(R, xs.mean(), ys.mean(), 0.045 * R, 0.028 * R, edge=0.015 * R)
             F.bone -= 0.2 * f.strength * smooth(gap.astype(np.float32), 0.5)
             lx, ly = m["lung_cx"] + 0.55 * m["lung_rx"], m["lung_top"] + (rib / 10) * m["lung_h"]
             L.bone += 0.35 * f.strength * blob(R, lx, ly, 0.028 * R, 0.011 * R, angle=-0.4, edge=0.008 * R)
