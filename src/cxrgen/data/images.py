@@ -39,16 +39,18 @@ def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as e:
         raise ImageError(f"unreadable DICOM file ({e.__class__.__name__}: {e})") from e
-    if "PixelData" not in ds:
-        raise ImageError("DICOM file has no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > max_pixels:
-        raise ImageError(f"image has {rows}x{cols} pixels, above the limit of {max_pixels}")
-    try:
+    try:  # pydicom parses elements lazily: a corrupt header can fail at any access below
+        if "PixelData" not in ds:
+            raise ImageError("DICOM file has no pixel data")
+        rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        if rows * cols > max_pixels:
+            raise ImageError(f"image has {rows}x{cols} pixels, above the limit of {max_pixels}")
         arr = ds.pixel_array
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    except ImageError:
+        raise
     except Exception as e:
         raise ImageError(f"cannot decode DICOM pixel data ({e.__class__.__name__}: {e})") from e
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim == 4:  # multi-frame colour: first frame
         arr = arr[0]
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # RGB
@@ -82,9 +84,9 @@ def _decode_pil(data: bytes, max_pixels: int) -> np.ndarray:
         raise ImageError(f"image is too large (decompression bomb guard): {e}") from e
     except UnidentifiedImageError as e:
         raise ImageError("not an image (PNG, JPEG or DICOM expected)") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, ImageError):
-            raise
+    except ImageError:
+        raise
+    except Exception as e:  # decoders fail in many ways (OSError, SyntaxError, EOFError, struct.error...) on bad bytes
         raise ImageError(f"truncated or corrupt image ({e})") from e
     finally:
         Image.MAX_IMAGE_PIXELS = old

@@ -9,7 +9,7 @@ import io
 from collections.abc import AsyncIterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
@@ -83,17 +83,17 @@ def _sniff(name: str, data: bytes, max_pixels: int) -> None:
     if data[128:132] == b"DICM":
         import pydicom
 
-        try:
+        try:  # elements are parsed lazily, so a corrupt header can also fail in the reads below
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            width, height = int(ds.get("Columns", 0)), int(ds.get("Rows", 0))
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
         except Exception as e:
             raise UploadError(422, f"{name} is an unreadable DICOM file ({e.__class__.__name__})") from e
-        width, height = int(ds.get("Columns", 0)), int(ds.get("Rows", 0))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
     else:
         try:
             with Image.open(io.BytesIO(data)) as im:  # reads the header only
                 fmt, (width, height), frames = im.format, im.size, 1
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        except Exception as e:  # any header the decoders cannot read
             if isinstance(e, Image.DecompressionBombError):
                 raise UploadError(413, f"{name} has too many pixels (limit {max_pixels:,})") from e
             raise UploadError(415, f"{name} is not a PNG, JPEG or DICOM image") from e
