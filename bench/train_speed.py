@@ -84,7 +84,6 @@ def build(batch_size: int, device: str = "cpu", with_clip: bool = True, image_si
 class GpuPath:
     """The fast-path switches `bash bench/gpu.sh` turns on (they are no-ops or slow on a CPU)."""
     bf16: bool = False  # torch.autocast(bfloat16), what Lightning's precision="bf16-mixed" does
-    channels_last: bool = False  # NHWC convolutions in the encoder
     compile: bool = False  # torch.compile the encoder and the decoder
 
 
@@ -94,8 +93,6 @@ def make_step(s: Setup, mode: str, directional: bool, device: str = "cpu", fast:
     module.extra_losses = [s.hook] if directional else []
     model.encoder.requires_grad_(mode == "finetune")
     model.train()
-    if fast.channels_last:
-        model.encoder.to(memory_format=torch.channels_last)
     if fast.compile and not hasattr(model, "_compiled"):
         model.encoder, model.decoder = torch.compile(model.encoder), torch.compile(model.decoder)
         model._compiled = True
@@ -179,13 +176,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder")
     p.add_argument("--json")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    fast = GpuPath(args.bf16, args.channels_last, args.compile)
+    fast = GpuPath(args.bf16, args.compile)
     r = measure(args.batch_size, args.finetune_batch_size, args.steps, args.device, fast)
     r["machine"] = machine_facts()
     write_json(args.json, r)

@@ -97,6 +97,41 @@ def test_predictions_ignore_reference_labels(run, manifest):
     assert not torch.isclose(l1["cls_loss"], l2["cls_loss"])
 
 
+def test_label_prefix_is_teacher_forced_in_training_only(run):
+    """Training feeds the reference present/absent states to the decoder; evaluation feeds the model's own."""
+    model, tok, cfg, _ = load_checkpoint(run / "model")
+    module = GeneratorModule(model, tok, cfg)
+    items = [{"study_id": f"x{i}", "report_ids": torch.tensor(tok.encode(TEXTS[i], 24)), "labels": torch.zeros(14),
+              "label_mask": torch.ones(14), "view_mask": torch.tensor([True, False]),
+              "image": torch.rand(2, 1, 32, 32).mul(255).byte()} for i in range(2)]
+    batch = collate(items, tok.pad_id)
+    flipped = dict(batch, labels=1 - batch["labels"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        module.train()
+        prefix = lambda b: module.model_step(b)[1].tokens[:, :14]
+        assert not torch.equal(prefix(batch), prefix(flipped))
+        module.eval()
+        assert torch.equal(prefix(batch), prefix(flipped))
+
+
+def test_thresholds_are_tuned_on_validation_and_decide_the_prefix(run):
+    from cxrgen.train import tune_thresholds
+
+    probs = torch.tensor([[0.1, 0.3], [0.2, 0.4], [0.8, 0.6], [0.9, 0.7]])
+    labels = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    t = tune_thresholds(probs, labels, torch.ones_like(labels))
+    assert 0.2 < t[0] < 0.8 and t[1] == 0.5  # separates the classes; no positives -> 0.5
+    assert tune_thresholds(probs, labels, torch.zeros_like(labels)).tolist() == [0.5, 0.5]  # all uncertain
+    model, _, _, _ = load_checkpoint(run / "model")
+    assert not torch.equal(model.label_thresholds, torch.full((14,), 0.5))  # the run tuned and saved them
+    logits = torch.zeros(1, 14)
+    model.label_thresholds.fill_(0.4)
+    assert model.predicted_states(logits).sum() == 14
+    model.label_thresholds.fill_(0.6)
+    assert model.predicted_states(logits).sum() == 0
+
+
 def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
                  "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
@@ -148,3 +183,21 @@ def test_margin_early_stopping_rule():
         trainer.callback_metrics["val/ce_loss"] = torch.tensor(value)
         stop.on_validation_end(trainer, None)
         assert trainer.should_stop is expect
+
+
+def test_length_buckets_keep_every_study_and_cut_padding():
+    from cxrgen.train import LengthBucketSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 100, size=1003).tolist()
+    sampler = LengthBucketSampler(lengths, batch_size=32, seed=1, window=8)
+    orders = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert all(sorted(o) == list(range(1003)) for o in orders) and orders[0] != orders[1]
+    sampler.set_epoch(0)
+    assert list(sampler) == orders[0]  # deterministic per epoch: a resumed run sees the same batches
+    padded = lambda order: sum(max(lengths[i] for i in order[k:k + 32]) * len(order[k:k + 32])
+                               for k in range(0, len(order), 32))
+    assert padded(orders[0]) < 0.75 * padded(rng.permutation(1003).tolist())

@@ -29,7 +29,7 @@ class ModelConfig:
     n_head: int = 8
     dropout: float = 0.1
     max_len: int = 100  # report tokens incl. BOS/EOS; IU findings rarely exceed 90 WordPieces
-    label_prefix: bool = True  # feed the classifier's own predicted probabilities to the decoder as a memory token
+    label_prefix: bool = True  # 14 present/absent memory tokens: the classifier's calls at inference, the reference in training
 
 
 @dataclass
@@ -49,7 +49,6 @@ class TrainConfig:
     val_decode_limit: int = 300  # studies decoded per validation pass for the selection metric
     precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU; or any Lightning precision string
     num_workers: int = 0  # DataLoader worker processes; on GPU use 4-8 so decoding never starves the step
-    channels_last: bool = True  # finetune on GPU: NHWC convolutions (faster on tensor cores)
     compile: bool = False  # torch.compile the model in place (GPU; pays a one-off compile time)
     seed: int = 42
     min_token_freq: int = 2  # tokenizer vocabulary: WordPieces seen at least this often in training reports

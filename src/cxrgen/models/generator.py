@@ -6,9 +6,12 @@ server call).
 
 Views follow R2Gen: frontal and lateral go through the same encoder and their tokens are
 concatenated, each tagged with a learned view embedding; a missing lateral is masked out of
-cross-attention. An auxiliary 14-way classifier reads the pooled image tokens; with
-`label_prefix`, its *own predicted* probabilities become one extra memory token. Reference
-labels are only ever a training target, never an input.
+cross-attention. An auxiliary 14-way classifier reads the pooled image tokens. With
+`label_prefix`, 14 more memory tokens state, per CheXpert condition, "present" or "absent"
+(PromptMRG's diagnosis prompts). At inference the states are the classifier's own predictions,
+thresholded per condition at `label_thresholds` (tuned on the validation split during training).
+During training the decoder is teacher-forced on the reference states, as it is on the
+reference words; reference labels are never an input at inference.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ class Memory:
     mask: torch.Tensor  # (B, S) bool, True = real token (False for an absent lateral view)
     cls_logits: torch.Tensor  # (B, 14) auxiliary finding classifier
     n_patches: int  # tokens per view (a square grid)
-    prefix: int  # leading non-image tokens (1 with label_prefix)
+    prefix: int  # leading non-image tokens (14 label-state tokens with label_prefix)
 
     def repeat(self, k: int) -> Memory:
         """Each row repeated k times (row-major), for beam search."""
@@ -63,8 +66,10 @@ class ReportModel(nn.Module):
         self.encoder = create_encoder(cfg.encoder, cfg.pretrained if pretrained is None else pretrained, cfg.encoder_weights)
         self.proj = nn.Sequential(nn.Linear(self.encoder.out_dim, d), nn.LayerNorm(d))
         self.view_emb = nn.Embedding(3, d)  # 0 frontal, 1 lateral, 2 label prefix
-        self.classifier = nn.Linear(d, N_CONDITIONS)
-        self.label_proj = nn.Linear(N_CONDITIONS, d) if cfg.label_prefix else None
+        self.classifier = nn.Linear(2 * d, N_CONDITIONS)  # on mean- and max-pooled tokens: small findings count
+        # one embedding per (condition, absent/present); row 2c + state
+        self.label_emb = nn.Embedding(2 * N_CONDITIONS, d) if cfg.label_prefix else None
+        self.register_buffer("label_thresholds", torch.full((N_CONDITIONS,), 0.5))
         self.decoder = TransformerDecoder(DecoderConfig(vocab_size, d, cfg.n_layer, cfg.n_head, cfg.max_len, cfg.dropout))
 
     def encode_views(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
@@ -77,22 +82,37 @@ class ReportModel(nn.Module):
             feats[has_lat, 1] = self.encoder(images[has_lat, 1])
         return feats
 
-    def memory_from_features(self, feats: torch.Tensor, view_mask: torch.Tensor) -> Memory:
-        """Encoder tokens (B, 2, N, C) (live or cached) -> decoder memory and classifier logits."""
+    def memory_from_features(self, feats: torch.Tensor, view_mask: torch.Tensor,
+                             teacher: tuple[torch.Tensor, torch.Tensor] | None = None) -> Memory:
+        """Encoder tokens (B, 2, N, C) (live or cached) -> decoder memory and classifier logits.
+
+        `teacher` = (labels, label_mask), each (B, 14): only training passes it, to teacher-force the
+        label prefix on the reference findings (where the mask is 0, the model's own call stays).
+        """
         B, V, N, _ = feats.shape
         x = self.proj(feats)  # (B, 2, N, d)
         x = x + self.view_emb.weight[:V, None, :] + grid_positions(N, x.shape[-1]).to(x)
         x = x.reshape(B, V * N, -1)
         mask = view_mask.repeat_interleave(N, dim=1)  # (B, 2N)
         w = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * w).sum(1) / w.sum(1).clamp(min=1)
-        cls_logits = self.classifier(pooled)
-        if self.label_proj is None:
+        mean = (x * w).sum(1) / w.sum(1).clamp(min=1)
+        peak = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+        cls_logits = self.classifier(torch.cat([mean, peak], dim=-1))
+        if self.label_emb is None:
             return Memory(x, mask, cls_logits, N, 0)
-        prefix = self.label_proj(torch.sigmoid(cls_logits)) + self.view_emb.weight[2]  # model's own predictions only
-        tokens = torch.cat([prefix.unsqueeze(1), x], dim=1)
-        mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
-        return Memory(tokens, mask, cls_logits, N, 1)
+        label_states = self.predicted_states(cls_logits)
+        if teacher is not None:
+            labels, known = teacher
+            label_states = torch.where(known > 0, labels.long(), label_states)
+        rows = 2 * torch.arange(N_CONDITIONS, device=x.device) + label_states.long()  # (B, 14)
+        prefix = self.label_emb(rows) + self.view_emb.weight[2]
+        tokens = torch.cat([prefix.to(x.dtype), x], dim=1)
+        mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, N_CONDITIONS), mask], dim=1)
+        return Memory(tokens, mask, cls_logits, N, N_CONDITIONS)
+
+    def predicted_states(self, cls_logits: torch.Tensor) -> torch.Tensor:
+        """The classifier's present/absent call per condition, (B, 14) long, at the tuned thresholds."""
+        return (torch.sigmoid(cls_logits.detach().float()) > self.label_thresholds).long()
 
     def encode(self, images: torch.Tensor, view_mask: torch.Tensor | None = None) -> Memory:
         if view_mask is None:
