@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 
-def run(limit: int, size: int, workers: int | None) -> tuple[float, float, int]:
-    """(wall s, CPU s of the command and its workers, studies written) for one phantom command."""
+def run(limit: int, size: int, workers: int | None) -> tuple[float, float, int, float]:
+    """(wall s, CPU s of the command and its workers, studies written, mean PNG kB) for one phantom command."""
     exe = Path(sys.executable).with_name("cxrgen")
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [str(exe), "data", "phantom", "--out", tmp, "--limit", str(limit), "--size", str(size)]
@@ -32,7 +32,8 @@ def run(limit: int, size: int, workers: int | None) -> tuple[float, float, int]:
         wall = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        return wall, cpu, len(list(Path(tmp, "images").iterdir()))
+        pngs = [p.stat().st_size for p in Path(tmp, "images").glob("*/*.png")]
+        return wall, cpu, len(list(Path(tmp, "images").iterdir())), sum(pngs) / len(pngs) / 1e3
 
 
 def main() -> None:
@@ -45,14 +46,15 @@ def main() -> None:
     cores = os.cpu_count() or 1
     workers = args.workers or cores
     load = os.getloadavg()[0]
-    wall, cpu, n = run(args.limit, args.size, args.workers)
+    wall, cpu, n, kb = run(args.limit, args.size, args.workers)
     print(f"acceptance: {n} studies at {args.size}px, workers={workers}: {wall:.1f} s wall, {n / wall:.1f} studies/s, "
-          f"CPU {cpu:.1f} s (load average before {load:.1f}, after {os.getloadavg()[0]:.1f}, {cores} cores)")
+          f"CPU {cpu:.1f} s, {kb:.0f} kB per PNG (load average before {load:.1f}, after {os.getloadavg()[0]:.1f}, "
+          f"{cores} cores)")
     if args.no_estimate:
         return
     load = os.getloadavg()[0]
-    _, cpu1, n1 = run(args.limit, args.size, 1)
-    _, serial, _ = run(1, args.size, 1)
+    _, cpu1, n1, _ = run(args.limit, args.size, 1)
+    _, serial, _, _ = run(1, args.size, 1)
     per_study = (cpu1 - serial) / (n1 - 1)
     idle = serial + (n1 - 1) * per_study / min(workers, cores)
     print(f"one worker: CPU {cpu1:.1f} s for {n1} studies; serial part (--limit 1) {serial:.1f} s CPU; "

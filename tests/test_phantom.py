@@ -58,6 +58,12 @@ def test_elevated_hemidiaphragm_raises_the_stated_side():
     assert diff[lower, : w // 2].mean() > 3 * max(abs(diff[lower, w // 2:].mean()), 0.5)  # patient's right = image left
 
 
+def test_rib_fracture_on_the_numbered_ribs():
+    _, truth = _frontal("Old healed left 5th and 6th rib fractures are seen laterally.")
+    breaks = truth["findings"][0]["drawn"]["breaks"]
+    assert [(b["side"], b["rib"]) for b in breaks] == [("left", 5), ("left", 6)]
+
+
 def test_pneumothorax_darkens_the_apex_and_granuloma_is_bright():
     normal, _ = _frontal("Lungs are clear.")
     ptx, _ = _frontal("Large left pneumothorax.")

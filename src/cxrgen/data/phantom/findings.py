@@ -341,10 +341,11 @@ def mass(F, L, f, rng):
 
 
 def rib_fracture(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
-    """Healed posterior rib fractures: a gap across the rib inside a bulky callus. "Fractures" or
-    "deformities" break 2-3 adjacent ribs, as old fractures usually come in a row."""
+    """Healed posterior rib fractures: a gap across the rib inside a bulky callus, on the ribs the
+    sentence numbers ("left 5th and 6th rib"), else 1 rib, or 2-3 adjacent ones for "fractures"."""
     R = F.R
     sent = f.sentence.lower()
+    stated = sorted({int(n) - 1 for n in re.findall(r"\b(\d{1,2})(?:st|nd|rd|th)\b", sent) if 1 <= int(n) <= 10})
     plural = "fractures" in sent or "deformities" in sent
     t, u = F.marks["rib_t"], F.marks["rib_u"]
     y, x = F.grid
@@ -353,9 +354,10 @@ def rib_fracture(F: Canvas, L: Canvas, f: Finding, rng) -> dict:
     for side in _sides(f, rng):
         rib0 = int(rng.integers(2, 5) if f.location in ("upper", "apex") else rng.integers(5, 8) if f.location in ("lower", "base")
                    else rng.integers(3, 7))
+        ribs = stated or range(rib0, rib0 + (int(rng.integers(2, 4)) if plural else 1))
         u0 = rng.uniform(0.55, 0.85)
         this_side = (x < F.marks["spine_x"]) if side == 0 else (x > F.marks["spine_x"])
-        for rib in range(rib0, rib0 + (int(rng.integers(2, 4)) if plural else 1)):
+        for rib in ribs:
             ur = u0 + rng.uniform(-0.04, 0.04)
             gap = (np.floor(t) == rib) & ((t % 1.0) < 0.42) & this_side & (np.abs(u - ur) < 0.012)
             ys, xs = np.nonzero(gap)
