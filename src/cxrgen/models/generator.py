@@ -6,7 +6,7 @@ server call).
 
 Views follow R2Gen: frontal and lateral go through the same encoder and their tokens are
 concatenated, each tagged with a learned view embedding; a missing lateral is masked out of
-cross-attention. An auxiliary 14-way classifier reads the pooled image tokens. With
+cross-attention. An auxiliary 14-way classifier reads each view's pooled encoder features. With
 `label_prefix`, 14 more memory tokens state, per CheXpert condition, "present" or "absent"
 (PromptMRG's diagnosis prompts). At inference the states are the classifier's own predictions,
 thresholded per condition at `label_thresholds` (tuned on the validation split during training).
@@ -66,7 +66,8 @@ class ReportModel(nn.Module):
         self.encoder = create_encoder(cfg.encoder, cfg.pretrained if pretrained is None else pretrained, cfg.encoder_weights)
         self.proj = nn.Sequential(nn.Linear(self.encoder.out_dim, d), nn.LayerNorm(d))
         self.view_emb = nn.Embedding(3, d)  # 0 frontal, 1 lateral, 2 label prefix
-        self.classifier = nn.Linear(2 * d, N_CONDITIONS)  # on mean- and max-pooled tokens: small findings count
+        # on each view's mean- and max-pooled encoder features: a small bright nodule survives max-pooling
+        self.classifier = nn.Sequential(nn.LayerNorm(4 * self.encoder.out_dim), nn.Linear(4 * self.encoder.out_dim, N_CONDITIONS))
         # one embedding per (condition, absent/present); row 2c + state
         self.label_emb = nn.Embedding(2 * N_CONDITIONS, d) if cfg.label_prefix else None
         self.register_buffer("label_thresholds", torch.full((N_CONDITIONS,), 0.5))
@@ -94,10 +95,7 @@ class ReportModel(nn.Module):
         x = x + self.view_emb.weight[:V, None, :] + grid_positions(N, x.shape[-1]).to(x)
         x = x.reshape(B, V * N, -1)
         mask = view_mask.repeat_interleave(N, dim=1)  # (B, 2N)
-        w = mask.unsqueeze(-1).to(x.dtype)
-        mean = (x * w).sum(1) / w.sum(1).clamp(min=1)
-        peak = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
-        cls_logits = self.classifier(torch.cat([mean, peak], dim=-1))
+        cls_logits = self.classifier(torch.cat([feats.mean(2), feats.amax(2)], dim=1).flatten(1))  # absent view: zeros
         if self.label_emb is None:
             return Memory(x, mask, cls_logits, N, 0)
         label_states = self.predicted_states(cls_logits)
