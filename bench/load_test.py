@@ -1,7 +1,7 @@
 """Bounded load test of `cxrgen serve` on loopback: 16 concurrent clients x 25 requests each.
 
 Usage: .venv/bin/python bench/load_test.py [--model DIR | --random {default,tiny}] [--clients 16]
-                                           [--requests 25] [--json OUT]
+                                           [--requests 25] [--aborted 50] [--json OUT]
 
 Starts the real server (`cxrgen serve`, uvicorn, one model, batching worker) as a subprocess
 on 127.0.0.1 and a free port, then every client posts the same real two-view IU study
@@ -9,6 +9,11 @@ on 127.0.0.1 and a free port, then every client posts the same real two-view IU 
 it gets answers. It reports every status code, p50/p95/max latency, throughput, the model's
 batch sizes and the server's peak RSS (VmHWM from /proc). It fails (exit 1) if any request
 goes unanswered or gets a 5xx.
+
+Then two reliability scenarios on the same server: a client that trickles one upload over a few
+seconds while /healthz is polled (it must keep answering fast), and --aborted clients that
+each send half of a large upload and drop the connection (the server's RSS must not grow by
+their bytes, and every request slot must come back: in_flight returns to 0).
 
 Without --model it serves (--random default) the default architecture (configs' defaults: EfficientNet-Lite0 at
 224 px, d_model 256, 3 layers, beam 3) with random weights: speed does not depend on the
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -89,6 +95,80 @@ def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
     raise SystemExit(f"server did not come up within 300 s; see {log}")
 
 
+def current_rss_mb(pid: int) -> float:
+    """Resident set size now of another process (VmRSS), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _multipart(data: bytes, boundary: str = "cxrgen-bench") -> tuple[bytes, bytes, str]:
+    """(part header, part trailer, content type) of a one-file multipart body with field 'frontal'."""
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="frontal"; filename="f.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode()
+    return head, f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _request_head(port: int, length: int, content_type: str) -> bytes:
+    return (f"POST /v1/reports HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
+
+
+def aborted_upload(port: int, size: int) -> None:
+    """Declare a `size`-byte image upload, send half of it, and drop the connection."""
+    head, tail, ctype = _multipart(b"")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(_request_head(port, len(head) + size + len(tail), ctype) + head)
+        s.sendall(b"\x89PNG" + b"\0" * (size // 2))
+
+
+def slow_upload(port: int, data: bytes, seconds: float, pieces: int = 20) -> int:
+    """Send one upload in `pieces` spread over `seconds`; the HTTP status of the answer."""
+    head, tail, ctype = _multipart(data)
+    body = head + data + tail
+    step = -(-len(body) // pieces)
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        s.sendall(_request_head(port, len(body), ctype))
+        for i in range(0, len(body), step):
+            s.sendall(body[i:i + step])
+            time.sleep(seconds / pieces)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def health_while(busy: Callable[[], object], url: str) -> tuple[object, list[float]]:
+    """Run `busy()` in a thread and time GET /healthz every 0.1 s until it returns: (its result, latencies)."""
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(busy)
+        latencies = []
+        with httpx.Client(timeout=30) as c:
+            while not job.done():
+                t = time.perf_counter()
+                c.get(f"{url}/healthz").raise_for_status()
+                latencies.append(time.perf_counter() - t)
+                time.sleep(0.1)
+        return job.result(), latencies
+
+
+def reliability(port: int, pid: int, frontal: bytes, aborted: int) -> dict:
+    """The slow-upload and aborted-upload scenarios against a running server."""
+    url = f"http://127.0.0.1:{port}"
+    status, latencies = health_while(lambda: slow_upload(port, frontal, seconds=3), url)
+    size = 8 * 2**20
+    before = current_rss_mb(pid)
+    for _ in range(aborted):
+        aborted_upload(port, size)
+    time.sleep(1)  # let the server notice the last disconnects
+    in_flight = httpx.get(f"{url}/healthz", timeout=30).json()["in_flight"]
+    after = current_rss_mb(pid)
+    return {"slow_upload_status": status, "healthz_during_slow_upload_max_s": max(latencies),
+            "healthz_polls": len(latencies), "aborted_uploads": aborted, "aborted_bytes_each": size // 2,
+            "rss_before_aborted_mb": before, "rss_after_aborted_mb": after, "in_flight_after_aborted": in_flight}
+
+
 def client(url: str, files: dict[str, bytes], n: int) -> list[tuple[int, float, int]]:
     """n sequential requests -> (status, seconds, model batch size); status 0 = no answer."""
     out = []
@@ -114,6 +194,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=25, help="requests per client")
     ap.add_argument("--frontal", type=Path, default=SMOKE / "CXR1900_IM-0584-1001.png")
     ap.add_argument("--lateral", type=Path, default=SMOKE / "CXR1900_IM-0584-2001.png")
+    ap.add_argument("--aborted", type=int, default=50, help="uploads dropped halfway in the disconnect scenario")
     ap.add_argument("--json", help="write the raw numbers here")
     args = ap.parse_args()
     if not args.frontal.is_file():
@@ -135,6 +216,7 @@ def main() -> int:
                 runs = list(pool.map(lambda _: client(url, files, args.requests), range(args.clients)))
             wall = time.perf_counter() - start
             rss = peak_rss_mb(server.pid)
+            rel = reliability(port, server.pid, files["frontal"], args.aborted)
         finally:
             server.terminate()
             server.wait(30)
@@ -149,7 +231,7 @@ def main() -> int:
         "requests": len(results), "statuses": dict(statuses), "p50_s": q[49], "p95_s": q[94], "max_s": lat[-1],
         "throughput_rps": len(results) / wall, "wall_s": wall, "mean_batch": statistics.mean(batches) if batches else 0,
         "server_peak_rss_mb": rss, "server_peak_rss_after_warmup_mb": warm_rss, "views": sorted(files),
-        "machine": machine_facts(),
+        **rel, "machine": machine_facts(),
     }
     write_json(args.json, stats)
     print("| clients x requests | answered | 5xx | p50 s | p95 s | max s | req/s | mean batch "
@@ -161,8 +243,15 @@ def main() -> int:
           f"{fmt(stats['p95_s'])} | {fmt(stats['max_s'])} | {fmt(stats['throughput_rps'])} | "
           f"{fmt(stats['mean_batch'])} | {rss:.0f} ({warm_rss:.0f}) |")
     print(f"\nstatus codes: {dict(statuses)}; model: {stats['model']}; views: {', '.join(stats['views'])}")
+    print("\n| scenario | result |\n|---|---|")
+    print(f"| one upload trickled over 3 s | status {rel['slow_upload_status']}; /healthz answered "
+          f"{rel['healthz_polls']} polls meanwhile, slowest {fmt(rel['healthz_during_slow_upload_max_s'])} s |")
+    print(f"| {args.aborted} uploads dropped after {rel['aborted_bytes_each'] / 2**20:.0f} MB each | server RSS "
+          f"{rel['rss_before_aborted_mb']:.0f} -> {rel['rss_after_aborted_mb']:.0f} MB; in_flight afterwards: "
+          f"{rel['in_flight_after_aborted']} |")
     print(f"machine: {stats['machine']}")
-    return 0 if answered == len(results) and errors == 0 else 1
+    healthy = rel["slow_upload_status"] == 200 and rel["in_flight_after_aborted"] == 0
+    return 0 if answered == len(results) and errors == 0 and healthy else 1
 
 
 if __name__ == "__main__":

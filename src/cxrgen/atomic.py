@@ -17,8 +17,16 @@ from cxrgen.errors import UserError
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota exceeded, file size limit
 
 
-def disk_full_error(path: str | Path, e: OSError) -> UserError:
-    return UserError(f"cannot write {path}: {e.strerror or e} (disk full?); free some space or write elsewhere")
+def is_disk_full(e: BaseException) -> bool:
+    """An OSError with a disk-full errno, or a Rust library's error that carries one (safetensors)."""
+    if isinstance(e, OSError):
+        return e.errno in DISK_FULL
+    return any(f"(os error {n})" in str(e) for n in DISK_FULL)
+
+
+def disk_full_error(path: str | Path, e: BaseException) -> UserError:
+    reason = getattr(e, "strerror", None) or e
+    return UserError(f"cannot write {path}: {reason} (disk full?); free some space or write elsewhere")
 
 
 @contextmanager
@@ -31,13 +39,10 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
         with open(tmp, mode, **kwargs) as f:
             yield f
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if e.errno in DISK_FULL:
+        if is_disk_full(e):
             raise disk_full_error(path, e) from e
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -2,7 +2,9 @@
 
 They are written atomically: everything goes to a temporary sibling directory, which is
 renamed into place only when complete, so a crash never leaves a half-written model that
-`from_pretrained` would load.
+`from_pretrained` would load. meta.json records the checkpoint FORMAT and the cxrgen version;
+loading a folder of another format, or one whose files do not fit this code, is a UserError
+that says which version wrote it.
 """
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from typing import Any
 
 from safetensors.torch import load_model, save_model
 
+from cxrgen import __version__
+from cxrgen.atomic import disk_full_error, is_disk_full
 from cxrgen.config import Config
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
 from cxrgen.models.generator import ReportModel
 
 FILES = ("config.json", "tokenizer.json", "model.safetensors", "meta.json")
+FORMAT = 1  # bump when a change makes older checkpoint folders unreadable
 
 
 def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: ReportTokenizer, config: Config,
@@ -31,7 +36,8 @@ def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: Report
         config.save(tmp / "config.json")
         tokenizer.save(tmp)
         save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding/head weights
-        (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
+        meta = {**(meta or {}), "format": FORMAT, "cxrgen_version": __version__}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -40,8 +46,10 @@ def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: Report
         tmp.rename(directory)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):
+            raise disk_full_error(directory, e) from e
         raise
     return directory
 
@@ -54,9 +62,24 @@ def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer
     missing = [f for f in FILES if not (directory / f).is_file()]
     if missing:
         raise UserError(f"{directory} is not a cxrgen checkpoint (missing {', '.join(missing)})")
-    config = Config.from_dict(json.loads((directory / "config.json").read_text()))
-    tokenizer = ReportTokenizer.load(directory)
-    model = ReportModel(config.model, len(tokenizer), pretrained=False)  # weights come from the file below
-    load_model(model, str(directory / "model.safetensors"))
-    meta = json.loads((directory / "meta.json").read_text())
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        fmt = meta.get("format", FORMAT)  # folders from before the field was added have this layout
+        written_by = f"cxrgen {meta.get('cxrgen_version', 'before 0.1.0')}"
+    except (ValueError, AttributeError) as e:
+        raise UserError(f"{directory / 'meta.json'} is corrupt ({e}); retrain or copy the model folder again") from None
+    if fmt != FORMAT:
+        raise UserError(f"{directory} is a checkpoint of format {fmt} (written by {written_by}); this cxrgen "
+                        f"{__version__} reads format {FORMAT}: use the cxrgen version that wrote it, or retrain")
+    try:
+        config = Config.from_dict(json.loads((directory / "config.json").read_text()))
+        tokenizer = ReportTokenizer.load(directory)
+        model = ReportModel(config.model, len(tokenizer), pretrained=False)  # weights come from the file below
+        load_model(model, str(directory / "model.safetensors"))
+    except OSError:
+        raise
+    except Exception as e:  # a field, a parameter name or a shape this code does not know
+        reason = " ".join(str(e).split())[:300]
+        raise UserError(f"{directory} does not fit this cxrgen {__version__} (written by {written_by}: "
+                        f"{reason}); use the cxrgen version that wrote it, or retrain") from e
     return model.eval(), tokenizer, config, meta

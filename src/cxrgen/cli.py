@@ -10,6 +10,7 @@ import importlib
 import logging
 import sys
 
+from cxrgen.atomic import disk_full_error, is_disk_full
 from cxrgen.errors import UserError
 
 COMMANDS = [
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # an unexpected failure: one line, the traceback only on request
+        if is_disk_full(e) and not args.debug:  # a write outside atomic_open (logs, caches)
+            print(f"error: {disk_full_error(getattr(e, 'filename', None) or 'the output', e)}", file=sys.stderr)
+            return 2
         if args.debug:
             raise
         print(f"error: {e.__class__.__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)

@@ -11,7 +11,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -38,12 +37,10 @@ class ClipRunConfig:
 
 
 def load_run_config(path: str | None, overrides: dict | None = None) -> ClipRunConfig:
-    import yaml
-
+    from cxrgen.config import read_yaml
     from cxrgen.models.clip import ClipConfig
 
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    raw = raw or {}
+    raw = read_yaml(path) if path else {}
     unknown = set(raw) - {"model", "train"}
     if unknown:
         raise UserError(f"{path}: unknown sections {sorted(unknown)} (expected model, train)")
@@ -52,7 +49,7 @@ def load_run_config(path: str | None, overrides: dict | None = None) -> ClipRunC
     train = {**(raw.get("train") or {}), **(overrides or {})}
     bad |= set(train) - {f.name for f in dataclasses.fields(ClipTrainConfig)}
     if bad:
-        raise UserError(f"unknown CLIP config fields: {sorted(bad)}")
+        raise UserError(f"{path or '--set'}: unknown CLIP config fields: {sorted(bad)}")
     return ClipRunConfig(model=model, train=ClipTrainConfig(**train))
 
 

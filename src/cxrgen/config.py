@@ -121,19 +121,25 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; every way it can be wrong is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config {path} is not a text file; give a YAML file") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot parse config {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of sections")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML (or JSON) config, then apply overrides. `path=None` gives the defaults."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"cannot parse config {path}: {e}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"config {path} must be a mapping of sections")
+    data = read_yaml(path) if path is not None else {}
     try:
         config = Config.from_dict(data)
     except UserError as e:  # name the file: the user edits it to fix the key

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from cxrgen.atomic import atomic_write_text
+from cxrgen.atomic import atomic_write_text, disk_full_error, is_disk_full
 from cxrgen.config import Config, load_config
 from cxrgen.errors import UserError
 
@@ -53,7 +53,11 @@ class SaveLast(L.Callback):
         for logger in trainer.loggers:
             logger.save()
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # every rank calls it; only rank 0 writes
+        try:
+            trainer.save_checkpoint(tmp)  # every rank calls it; only rank 0 writes
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            raise disk_full_error(self.path, e) if is_disk_full(e) else e
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cxrgen.atomic import atomic_open
 from cxrgen.evaluate.baselines import BASELINES
 
 
@@ -15,12 +16,9 @@ def _run(args) -> int:
     train = list(split_reports(args.dataset, "train").values())
     reports = build_baseline(args.name, train, list(references.values()), seed=args.seed, min_count=args.min_count)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(out, "w", encoding="utf-8") as f:
         for sid, report in zip(references, reports):
             f.write(json.dumps({"id": sid, "report": report}) + "\n")
-    tmp.replace(out)
     print(f"wrote {len(reports)} {args.name} predictions to {out}")
     return 0
 

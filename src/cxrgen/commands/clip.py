@@ -103,11 +103,9 @@ def _retrieve(args) -> int:
 
 def write_predictions(preds: dict[str, str], path: str | Path) -> None:
     """JSONL {id, report}: the format `cxrgen generate` writes and `cxrgen eval` reads (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps({"id": k, "report": v}) + "\n" for k, v in preds.items()))
-    tmp.replace(path)
+    from cxrgen.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps({"id": k, "report": v}) + "\n" for k, v in preds.items()))
 
 
 def register(sub) -> None:

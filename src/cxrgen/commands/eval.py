@@ -7,11 +7,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cxrgen.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+def jsonl_rows(path: Path, expected: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of each non-blank line; `expected` describes a line for the error messages."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): JSON may hold a raw U+2028
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; give a JSONL file of {expected} lines") from None
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be {expected}") from None
 
 
 def read_predictions(path: Path) -> dict[str, str]:
@@ -19,22 +35,16 @@ def read_predictions(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise UserError(f"predictions file not found: {path}")
     preds: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)) or not isinstance(row.get("report"), str):
-                raise UserError(f'{path}:{n}: each line must be {{"id": "...", "report": "..."}}')
-            sid = str(row["id"])
-            if sid in preds:
-                raise UserError(f"{path}:{n}: duplicate id {sid!r}")
-            preds[sid] = row["report"]
+    for n, row in jsonl_rows(path, '{"id": ..., "report": ...}'):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)) or not isinstance(row.get("report"), str):
+            raise UserError(f'{path}:{n}: each line must be {{"id": "...", "report": "..."}}')
+        sid = str(row["id"])
+        if sid in preds:
+            raise UserError(f"{path}:{n}: duplicate id {sid!r}")
+        preds[sid] = row["report"]
     if not preds:
-        raise UserError(f"{path}: no predictions")
+        raise UserError(f'{path}: no predictions (empty file); write it with `cxrgen generate --data SPEC --output '
+                        f'{path}` or give one {{"id": ..., "report": ...}} line per study')
     return preds
 
 

@@ -98,7 +98,7 @@ def _run(name: str, seed: int, cond: dict, exp: dict, studies: list, test: list,
     apply_overrides(config, [f"train.seed={seed}"])
     t0 = time.perf_counter()
     fit(config, studies, run_dir, cache_dir=out / ".cache", accelerator="cpu", devices=1,
-        extra_losses=_hooks(cond, clip, clip_dir, image_emb))
+        extra_losses=_hooks(cond, clip, clip_dir, image_emb), resume=(run_dir / "last.ckpt").exists())
     train_s = time.perf_counter() - t0
     preds = _generate(run_dir / "model", test)
     (run_dir / "timing.json").write_text(json.dumps({"train_seconds": train_s}))
@@ -167,13 +167,14 @@ def _summary(per_run, pooled, names: list[str], seeds: list[int], timing: dict, 
 
 
 def _experiment(args) -> int:
+    from cxrgen.config import read_yaml
     from cxrgen.data.datasets import load_studies
     from cxrgen.evaluate.nlg import NLGScorer
     from cxrgen.evaluate.report import evaluate_systems
     from cxrgen.retrieval import embed_study_images, retrieve_reports
     from cxrgen.train import target_text
 
-    exp = yaml.safe_load(Path(args.config).read_text()) or {}
+    exp = read_yaml(args.config)
     if args.data:
         exp["data"] = args.data
     if not exp.get("data") or not exp.get("conditions"):

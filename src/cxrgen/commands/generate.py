@@ -5,6 +5,7 @@ import json
 import logging
 from pathlib import Path
 
+from cxrgen.atomic import atomic_open
 from cxrgen.errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -42,9 +43,8 @@ def _split(gen, args, decode: dict) -> int:
         raise UserError(f"no studies with a frontal image in {args.data} (split {args.split})")
     size = gen.config.model.image_size
     out_path = Path(args.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, skipped, written = out_path.with_name(out_path.name + ".tmp"), 0, 0
-    with open(tmp, "w") as f, tqdm(total=len(studies), desc="generating", unit="study", disable=None) as bar:
+    skipped, written = 0, 0
+    with atomic_open(out_path) as f, tqdm(total=len(studies), desc="generating", unit="study", disable=None) as bar:
         for start in range(0, len(studies), args.batch_size):
             ids, fronts, lats = [], [], []
             for s in studies[start:start + args.batch_size]:
@@ -60,7 +60,6 @@ def _split(gen, args, decode: dict) -> int:
                     f.write(json.dumps({"id": sid, "report": out["report"]}) + "\n")
                     written += 1
             bar.update(len(studies[start:start + args.batch_size]))
-    tmp.replace(out_path)
     print(f"{written} predictions written to {out_path}" + (f" ({skipped} studies skipped: unreadable image)" if skipped else ""))
     return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cxrgen.atomic import atomic_open
 from cxrgen.errors import UserError
 from cxrgen.labeler import CONDITIONS, label
 
@@ -39,13 +40,12 @@ def _read(path: Path) -> list[dict]:
 
 
 def _write(path: Path, rows: list[dict], columns: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_open(path, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
         return
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cxrgen.atomic import atomic_write_text
 from cxrgen.errors import UserError
 
 
@@ -27,18 +28,13 @@ def register(subparsers) -> None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    from cxrgen.commands.eval import jsonl_rows
+
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("report"), str):
-                raise UserError(f'{path}:{n}: expected an object with a "report" string')
-            rows.append({"id": row.get("id", n), "report": row["report"]})
+    for n, row in jsonl_rows(path, '{"id": ..., "report": ...}'):
+        if not isinstance(row, dict) or not isinstance(row.get("report"), str):
+            raise UserError(f'{path}:{n}: expected an object with a "report" string')
+        rows.append({"id": row.get("id", n), "report": row["report"]})
     return rows
 
 
@@ -72,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         text = (json.dumps(_record(None, result)) if args.json else f"{result.plain}\n\n{result.note}") + "\n"
 
     if args.output is not None:
-        args.output.write_text(text, encoding="utf-8")
+        atomic_write_text(args.output, text)
     else:
         sys.stdout.write(text)
     return 0

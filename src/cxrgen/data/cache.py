@@ -11,6 +11,7 @@ build resumes where it stopped, and memory use does not grow with the dataset (M
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cxrgen.atomic import atomic_open
 from cxrgen.data.images import ImageError, load_image
 from cxrgen.data.studies import Study
 
@@ -53,10 +55,10 @@ def _build_shard(args) -> tuple[int, int]:
                 log.debug("cache: skipping %s", e)
     base = Path(out_dir) / _shard_name(index)
     for suffix, data in ((".valid.npy", valid), (".npy", arr)):  # data last: its presence marks "done"
-        tmp = base.with_name(f"{base.name}{suffix}.{os.getpid()}.tmp")  # per process: DDP ranks may build at once
-        with open(tmp, "wb") as f:
-            np.save(f, data)
-        os.replace(tmp, base.with_name(base.name + suffix))
+        buf = io.BytesIO()  # np.save straight to a file hides a full disk's errno; f.write keeps it
+        np.save(buf, data)
+        with atomic_open(base.with_name(base.name + suffix), "wb") as f:  # per-process temporary name
+            f.write(buf.getbuffer())
     return index, failed
 
 

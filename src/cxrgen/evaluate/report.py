@@ -11,11 +11,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cxrgen.atomic import atomic_open, atomic_write_text
 from cxrgen.errors import UserError
 from cxrgen.evaluate.bootstrap import paired_p_value, percentile_ci, resample_weights
 from cxrgen.evaluate.clinical import CE_METRICS, LabelFn, ce_counts, ce_metrics, label_texts, per_class_table
@@ -62,14 +64,16 @@ class EvalResult:
         out.mkdir(parents=True, exist_ok=True)
         paths = {name: out / name for name in
                  ("metrics.json", "metrics.md", "bootstrap.json", "per_sample.csv", "per_class.csv", "metrics.png")}
-        paths["metrics.json"].write_text(json.dumps(self.metrics, indent=2) + "\n")
-        paths["metrics.md"].write_text(self.to_markdown())
+        # each file atomically: a crash or a full disk never leaves a half-written result
+        atomic_write_text(paths["metrics.json"], json.dumps(self.metrics, indent=2) + "\n")
+        atomic_write_text(paths["metrics.md"], self.to_markdown())
         boot = {"studies": self.n_studies, "resamples": self.n_boot, "seed": self.seed, "ci_level": 0.95,
                 "p_values": self.p_values}
-        paths["bootstrap.json"].write_text(json.dumps(boot, indent=2) + "\n")
-        self.per_sample.to_csv(paths["per_sample.csv"], index=False, float_format="%.6g")
-        self.per_class.to_csv(paths["per_class.csv"], float_format="%.6g")
-        _bar_chart(self.metrics, paths["metrics.png"])
+        atomic_write_text(paths["bootstrap.json"], json.dumps(boot, indent=2) + "\n")
+        atomic_write_text(paths["per_sample.csv"], self.per_sample.to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(paths["per_class.csv"], self.per_class.to_csv(float_format="%.6g"))
+        with atomic_open(paths["metrics.png"], "wb") as f:
+            _bar_chart(self.metrics, f)
         return paths
 
 
@@ -188,7 +192,7 @@ def _markdown(r: EvalResult) -> str:
     return "\n".join(parts)
 
 
-def _bar_chart(metrics: dict, path: Path) -> None:
+def _bar_chart(metrics: dict, path: Path | IO[bytes]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,5 +210,5 @@ def _bar_chart(metrics: dict, path: Path) -> None:
     ax.set_ylabel("score (95% bootstrap CI)")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)

@@ -316,10 +316,11 @@ def load_open_clip_state_dict(path: Path) -> OpenClipWrapper:
     """An OpenAI/open_clip-format CLIP state dict (e.g. CXR-RePaiR's MIMIC CLIP); the architecture is inferred."""
     from open_clip.model import build_model_from_openai_state_dict
 
-    if path.suffix == ".safetensors":
-        sd = load_file(path)
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        sd = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # not a checkpoint at all: an image, a text file, a truncated download
+        raise UserError(f"{path}: not a CLIP checkpoint ({e.__class__.__name__}); give a `cxrgen clip train` folder, "
+                        "a Hugging Face CLIP folder or an open_clip .pt/.safetensors file") from None
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 from PIL import Image
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from cxrgen.data.images import ImageError, load_image
 
@@ -58,6 +58,8 @@ async def read_images(request: Request, max_bytes: int) -> dict[str, bytes]:
         form = await parser.parse()
     except MultiPartException as e:
         raise UploadError(400, f"malformed multipart body ({e.message}): {HOW_TO}") from e
+    except ClientDisconnect as e:  # the client went away mid-upload: nobody reads the answer, nothing to log
+        raise UploadError(400, "the client disconnected before the upload was complete") from e
     images: dict[str, bytes] = {}
     for name, value in form.multi_items():
         if name not in FIELDS:
