@@ -144,7 +144,7 @@ def outcomes(model: Path, corpus: dict[str, Path], workdir: Path) -> dict[str, d
     return rows
 
 
-def _cell(text: str, width: int = 90) -> str:
+def _cell(text: str, width: int = 110) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -171,9 +171,11 @@ def main() -> int:
         status, detail = row["api"]
         good = EXPECT_REPORT[name] == (code == 0) == (status == 200) == (row["check"] == "")
         ok &= good
-        gen = f"exit 0: report ({len(line.split())} words)" if code == 0 else f"exit {code}: `{_cell(line)}`"
+        here = f"{work}/"  # paths in the table are relative to the corpus' parent folder
+        gen = f"exit 0: report ({len(line.splitlines()[0].split())} words)" if code == 0 \
+            else f"exit {code}: `{_cell(line.replace(here, ''))}`"
         api = "200: report" if status == 200 else f"{status}: `{_cell(detail)}`"
-        check = "no problem" if not row["check"] else f"`{_cell(row['check'].split(str(work))[-1].lstrip('/'))}`"
+        check = "no problem" if not row["check"] else f"`{_cell(row['check'].replace(here, ''))}`"
         print(f"| {name} | {'report' if EXPECT_REPORT[name] else 'clear error'}{'' if good else ' **(MISMATCH)**'} "
               f"| {gen} | {check} | {api} |")
     return 0 if ok else 1
