@@ -27,6 +27,7 @@ EXPECT_REPORT = {
     "zero-byte.png": False, "truncated.png": False, "truncated.jpg": False, "text-named.png": False,
     "bomb-30000x30000.png": False, "16-bit.png": True, "rgba.png": True, "palette.png": True, "cmyk.jpg": True,
     "dicom-monochrome1.dcm": True, "dicom-no-pixels.dcm": False, "1x1.png": True, "all-black.png": True,
+    "1x40000.png": True, "nan-float.tif": False,
 }
 
 
@@ -93,6 +94,8 @@ def make_corpus(directory: Path) -> dict[str, Path]:
         "dicom-no-pixels.dcm": dicom(with_pixels=False),
         "1x1.png": _encode(Image.new("L", (1, 1), 128), "PNG"),
         "all-black.png": _encode(Image.new("L", (256, 256), 0), "PNG"),
+        "1x40000.png": _encode(Image.new("L", (1, 40_000), 100), "PNG"),
+        "nan-float.tif": _encode(Image.fromarray(np.full((64, 64), np.nan, np.float32), "F"), "TIFF"),
     }
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}

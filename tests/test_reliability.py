@@ -46,6 +46,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["truncated"] = root / "truncated.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)).save(root / "noise.png")
     f["truncated"].write_bytes((root / "noise.png").read_bytes()[:2000])  # half of the pixel data
+    f["list_annotation"] = root / "other-layout"
+    f["list_annotation"].mkdir()
+    (f["list_annotation"] / "annotation.json").write_text("[1, 2, 3]")  # JSON, but not R2Gen's annotation
     f["bad_yaml"] = root / "bad.yaml"
     f["bad_yaml"].write_text("model:\n  d_modl: 64\n")
     return f
@@ -107,6 +110,12 @@ CASES = {
     "missing experiment": (["experiment", "{root}/nope.yaml"], "{root}/nope.yaml"),
     "wrong layout (r2gen)": (["data", "check", "r2gen", "{dir}"], "annotation.json"),
     "wrong layout (mimic)": (["train", "--data", "mimic:{dir}", "--output", "{root}/r"], "mimic-cxr-2.0.0-split.csv"),
+    "wrong layout (annotation of another shape)": (["data", "stats", "r2gen", "{list_annotation}"],
+                                                   "{list_annotation} does not look like the r2gen layout"),
+    "image as manifest": (["train", "--data", "manifest:{binary}", "--output", "{root}/r"],
+                          "{binary} does not look like the manifest layout"),
+    "output is a file": (["generate", "--model", "{model}", "--data", "manifest:{manifest}", "--split", "train",
+                          "--output", "{binary}/preds.jsonl"], "{binary}"),
     "unknown layout": (["baseline", "most-frequent", "--dataset", "dicomdir:{dir}", "--output", "{root}/b.jsonl"],
                        "unknown layout 'dicomdir'"),
     "corrupt image": (["generate", "--model", "{model}", "--image", "{truncated}"], "{truncated}"),

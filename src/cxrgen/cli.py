@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as e:
         print(f"error: permission denied: {e.filename or e}", file=sys.stderr)
         return 2
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:  # e.g. --output names a file
+        print(f"error: {e.filename}: {e.strerror}; give a path of the right kind", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

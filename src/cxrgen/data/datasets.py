@@ -7,6 +7,7 @@ Spec forms: `iu-xray` (R2Gen's split of the bundled real reports, text only), `o
 """
 from __future__ import annotations
 
+import csv
 import logging
 from collections import Counter
 from pathlib import Path
@@ -65,6 +66,10 @@ def read_layout(layout: str, path: str | Path | None, problems: list[Problem] | 
         return read_manifest(path, problems)
     except FileNotFoundError as e:
         raise UserError(f"{layout} layout: required file missing: {e.filename or e}") from None
+    except (UnicodeDecodeError, csv.Error, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        # a file that exists but holds something else: a binary file, another layout's JSON, a broken CSV
+        raise UserError(f"{path} does not look like the {layout} layout ({e.__class__.__name__}: "
+                        f"{' '.join(str(e).split())[:200]}); see docs/data.md for what it expects") from None
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

@@ -24,9 +24,13 @@ def _is_dicom(data: bytes) -> bool:
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Window 8/12/16-bit or float pixels to 0..255 by their own range."""
+    """Window 8/12/16-bit or float pixels to 0..255 by their own (finite) range."""
     arr = arr.astype(np.float32)
-    lo, hi = float(arr.min()), float(arr.max())
+    finite = np.isfinite(arr)
+    if not finite.any():
+        raise ImageError("image has no finite pixel values (all NaN or infinite)")
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    arr = np.clip(np.nan_to_num(arr, nan=lo), lo, hi)  # NaN -> the darkest value, +-inf -> the range's ends
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8)
     return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
