@@ -107,3 +107,21 @@ def test_grid_positions_distinguish_patches():
     assert torch.cdist(pos, pos).add(torch.eye(16) * 10).min() > 0.1
     with pytest.raises(ValueError, match="square"):
         grid_positions(15, 32)
+
+
+def test_memory_grid_pools_decoder_tokens_but_not_the_classifier():
+    from cxrgen.models.generator import pool_grid
+
+    feats = torch.arange(2 * 2 * 16 * 3, dtype=torch.float32).reshape(2, 2, 16, 3)  # 4x4 grids
+    pooled = pool_grid(feats, 2)
+    assert pooled.shape == (2, 2, 4, 3)
+    torch.testing.assert_close(pooled[0, 0, 0], feats[0, 0, [0, 1, 4, 5]].mean(0))  # top-left 2x2 block
+    assert pool_grid(feats, None) is feats and pool_grid(feats, 8) is feats
+    torch.manual_seed(0)
+    full = ReportModel(ModelConfig(**{**TINY, "image_size": 128}), vocab_size=40).eval()
+    small = ReportModel(ModelConfig(**{**TINY, "image_size": 128, "memory_grid": 2}), vocab_size=40).eval()
+    small.load_state_dict(full.state_dict())
+    images, vm = torch.rand(1, 2, 1, 128, 128), torch.tensor([[True, True]])
+    a, b = full.encode(images, vm), small.encode(images, vm)
+    assert (a.n_patches, b.n_patches) == (16, 4) and b.tokens.shape[1] == b.prefix + 8
+    torch.testing.assert_close(a.cls_logits, b.cls_logits)

@@ -29,6 +29,7 @@ class ModelConfig:
     n_head: int = 8
     dropout: float = 0.1
     max_len: int = 100  # report tokens incl. BOS/EOS; IU findings rarely exceed 90 WordPieces
+    memory_grid: int | None = None  # average-pool each view's token grid to this side for the decoder (cheaper); None: keep
     label_prefix: bool = True  # 14 present/absent memory tokens: the classifier's calls at inference, the reference in training
 
 

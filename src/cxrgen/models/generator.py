@@ -58,6 +58,17 @@ def grid_positions(n: int, dim: int) -> torch.Tensor:
     return nn.functional.pad(pos, (0, dim - pos.shape[1]))
 
 
+def pool_grid(feats: torch.Tensor, side: int | None) -> torch.Tensor:
+    """Tokens (B, V, N, C) of a square grid -> (B, V, side*side, C) by average pooling; unchanged if None or larger."""
+    n = math.isqrt(feats.shape[2])
+    if side is None or side >= n:
+        return feats
+    B, V, N, C = feats.shape
+    grid = feats.reshape(B * V, n, n, C).permute(0, 3, 1, 2)
+    pooled = nn.functional.adaptive_avg_pool2d(grid, side)
+    return pooled.permute(0, 2, 3, 1).reshape(B, V, side * side, C)
+
+
 class ReportModel(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, pretrained: bool | None = None):
         super().__init__()
@@ -90,12 +101,13 @@ class ReportModel(nn.Module):
         `teacher` = (labels, label_mask), each (B, 14): only training passes it, to teacher-force the
         label prefix on the reference findings (where the mask is 0, the model's own call stays).
         """
+        cls_logits = self.classifier(torch.cat([feats.mean(2), feats.amax(2)], dim=1).flatten(1))  # absent view: zeros
+        feats = pool_grid(feats, self.cfg.memory_grid)
         B, V, N, _ = feats.shape
         x = self.proj(feats)  # (B, 2, N, d)
         x = x + self.view_emb.weight[:V, None, :] + grid_positions(N, x.shape[-1]).to(x)
         x = x.reshape(B, V * N, -1)
         mask = view_mask.repeat_interleave(N, dim=1)  # (B, 2N)
-        cls_logits = self.classifier(torch.cat([feats.mean(2), feats.amax(2)], dim=1).flatten(1))  # absent view: zeros
         if self.label_emb is None:
             return Memory(x, mask, cls_logits, N, 0)
         label_states = self.predicted_states(cls_logits)
