@@ -63,7 +63,7 @@ def build(batch_size: int, device: str = "cpu", with_clip: bool = True, image_si
         feats = model.encode_views(images.to(device).float() / 255, view_mask.to(device))
     batch = {"study_id": [f"s{i}" for i in range(batch_size)], "report_ids": ids, "report_mask": mask.bool(),
              "labels": torch.zeros(batch_size, 14), "label_mask": torch.ones(batch_size, 14), "view_mask": view_mask,
-             "features": feats.cpu()}
+             "features": feats.cpu().half()}  # float16, as the feature cache and the loader deliver them
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     hook, pre = None, 0.0
     if with_clip:

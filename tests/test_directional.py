@@ -105,7 +105,7 @@ def test_hook_uses_cached_embeddings_and_weight(setup):
     out = hook(SimpleNamespace(tokenizer=tok), batch, logits)  # the module only lends its tokenizer
     _, targets, tmask = _inputs(ids, mask)
     full = hook.loss(logits, targets, tmask, img)
-    assert set(out) == {"directional_loss"} and set(hook.report_emb) == set(sids)
+    assert set(out) == {"directional_loss"} and hook.embedded == set(sids)
     assert torch.allclose(out["directional_loss"], 0.5 * full, atol=1e-5)
     out["directional_loss"].backward()
     assert logits.grad.abs().sum() > 0

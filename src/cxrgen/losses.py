@@ -155,6 +155,9 @@ class DirectionalHook:
     holds cached encoder features instead of images), and E_T(r) is computed once per study and
     cached, so later epochs pay only for the differentiable E_T(M(x)).
 
+    Both are kept in tables on the training device, one row per study, and each step gathers
+    its rows with one small index copy: no per-step stacking on the CPU and no host sync.
+
     Args:
         clip: a trained CXRClip, frozen here.
         weight: lambda.
@@ -168,40 +171,57 @@ class DirectionalHook:
         if not 0 < row_fraction <= 1:
             raise ValueError(f"row_fraction must be in (0, 1], got {row_fraction}")
         self.clip, self.weight, self.temperature, self.gumbel = clip, weight, temperature, gumbel
-        self.image_emb = dict(image_emb or {})
-        self.report_emb: dict[str, torch.Tensor] = {}
+        image_emb = dict(image_emb or {})
+        self.row = {sid: i for i, sid in enumerate(image_emb)}  # study id -> table row
+        self.n_image_emb = len(image_emb)  # rows below this have an E_I(x) in image_table
+        self.image_table = torch.stack(list(image_emb.values())) if image_emb else None  # (n, D)
+        self.report_table = torch.zeros(len(image_emb), clip.cfg.embed_dim)  # E_T(r) (n, D), row filled once
+        self.embedded: set[str] = set()  # studies whose E_T(r) row is filled
         self.row_fraction = row_fraction
         self.loss: DirectionalLoss | None = None
 
-    def _image_embeddings(self, batch: dict, ids: list[str]) -> torch.Tensor:
-        if all(s in self.image_emb for s in ids):
-            return torch.stack([self.image_emb[s] for s in ids])
-        if "image" not in batch:
-            missing = next(s for s in ids if s not in self.image_emb)
-            raise KeyError(f"no CLIP image embedding for study {missing} and no images in the batch "
-                           "(cached-feature training needs precomputed image_emb)")
-        with torch.no_grad():  # (B, views, 1, H, W) uint8, frontal first
-            return self.loss.clip.encode_image(batch["image"][:, 0].float() / 255)
+    def _table_rows(self, ids: list[str]) -> list[int]:
+        for sid in ids:  # studies without a precomputed E_I(x) (fine-tuning on images) get new rows
+            self.row.setdefault(sid, len(self.row))
+        if len(self.row) > len(self.report_table):  # grow by doubling: rare, and never with a full image_emb
+            extra = max(len(self.row), 2 * len(self.report_table)) - len(self.report_table)
+            self.report_table = torch.cat([self.report_table, self.report_table.new_zeros(extra, self.report_table.shape[1])])
+        return [self.row[s] for s in ids]
 
     def __call__(self, module: nn.Module, batch: dict, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        dev = logits.device
         if self.loss is None:
             self.loss = DirectionalLoss(self.clip, module.tokenizer.minilm_ids, self.temperature, self.gumbel)
-        self.loss.to(logits.device)
-        rows = torch.arange(logits.shape[0])
+        self.loss.to(dev)
+        rows = list(range(logits.shape[0]))
         if self.row_fraction < 1:
             k = max(1, round(self.row_fraction * len(rows)))
-            rows = torch.randperm(len(rows))[:k].sort().values
-        ids = [batch["study_id"][i] for i in rows.tolist()]
-        targets = batch["report_ids"][rows, 1:]  # logits[:, t] predicts report_ids[:, t + 1]
-        mask = batch["report_mask"][rows, 1:].bool()
-        keep = int(mask.sum(1).max())  # trailing all-pad columns carry nothing
-        targets, mask, logits = targets[:, :keep], mask[:, :keep], logits[rows.to(logits.device), :keep]
-        todo = [i for i, s in enumerate(ids) if s not in self.report_emb]
-        if todo:
-            for i, e in zip(todo, self.loss.report_embedding(targets[todo] * mask[todo], mask[todo]).cpu()):
-                self.report_emb[ids[i]] = e
-        rep = torch.stack([self.report_emb[s] for s in ids]).to(logits.device)
-        img = self._image_embeddings(batch, ids).to(logits.device)
+            rows = torch.randperm(len(rows))[:k].sort().values.tolist()  # on the CPU: no sync
+        ids = [batch["study_id"][i] for i in rows]
+        has_image_emb = all(self.row.get(s, self.n_image_emb) < self.n_image_emb for s in ids)
+        if not has_image_emb and "image" not in batch:
+            missing = next(s for s in ids if self.row.get(s, self.n_image_emb) >= self.n_image_emb)
+            raise KeyError(f"no CLIP image embedding for study {missing} and no images in the batch "
+                           "(cached-feature training needs precomputed image_emb)")
+        index = torch.tensor([rows, self._table_rows(ids)])  # (2, k): batch rows, table rows
+        index = (index.pin_memory() if dev.type == "cuda" else index).to(dev, non_blocking=True)
+        sel, table_rows = index
+        self.report_table = self.report_table.to(dev)
+        # logits[:, t] predicts report_ids[:, t + 1]; batches are padded to their longest report (and
+        # length-bucketed), and padded columns carry no mass, so nothing is trimmed here
+        targets, mask, logits = batch["report_ids"][sel, 1:], batch["report_mask"][sel, 1:].bool(), logits[sel]
+        todo = [j for j, s in enumerate(ids) if s not in self.embedded]
+        if todo:  # first sight of these studies (the first epoch): E_T(r) into their rows
+            j = torch.tensor(todo, device=dev)
+            self.report_table[table_rows[j]] = self.loss.report_embedding(targets[j] * mask[j], mask[j])
+            self.embedded.update(ids[i] for i in todo)
+        rep = self.report_table[table_rows]
+        if has_image_emb:
+            self.image_table = self.image_table.to(dev)
+            img = self.image_table[table_rows]
+        else:
+            with torch.no_grad():  # (B, views, 1, H, W) uint8, frontal first
+                img = self.loss.clip.encode_image(batch["image"][sel, 0].float() / 255)
         return {"directional_loss": self.weight * self.loss(logits, targets, mask, img, rep)}
 
 

@@ -105,7 +105,7 @@ class SCSTHook:
     def _memory(self, module, batch):
         vm = batch["view_mask"]
         if "features" in batch:
-            return module.model.memory_from_features(batch["features"], vm)
+            return module.model.memory_from_features(batch["features"].float(), vm)  # float16 from the loader
         return module.model.memory_from_features(module.model.encode_views(batch["image"].float() / 255, vm), vm)
 
     def __call__(self, module: nn.Module, batch: dict, logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -143,7 +143,8 @@ class ReportDataset(Dataset):
                 "labels": torch.from_numpy(self.labels[i]), "label_mask": torch.from_numpy(self.label_mask[i]),
                 "view_mask": torch.tensor([frontal is not None, lateral is not None])}
         if self.features is not None:
-            item["features"] = torch.from_numpy(np.asarray(self.features[self.feature_row[sid]], np.float32))
+            # float16 as stored: half the bytes to the GPU; model_step converts on the device
+            item["features"] = torch.from_numpy(np.array(self.features[self.feature_row[sid]]))
         else:
             blank = np.zeros((self.cache.size, self.cache.size), np.uint8)
             item["image"] = torch.from_numpy(np.stack([frontal, lateral if lateral is not None else blank]))[:, None]
@@ -228,7 +229,7 @@ class GeneratorModule(L.LightningModule):
 
     def model_step(self, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         vm = batch["view_mask"]
-        feats = batch["features"] if "features" in batch else self.model.encode_views(batch["image"].float() / 255, vm)
+        feats = batch["features"].float() if "features" in batch else self.model.encode_views(batch["image"].float() / 255, vm)
         teacher = (batch["labels"], batch["label_mask"]) if self.training else None  # validation decodes as at inference
         memory = self.model.memory_from_features(feats, vm, teacher)
         ids = batch["report_ids"]

@@ -135,7 +135,10 @@ class TextTower(nn.Module):
         return self.bert.get_input_embeddings().weight
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds).last_hidden_state
+        mask = attention_mask
+        if self.bert.config._attn_implementation == "sdpa":  # prepared 4D mask: else transformers checks mask.all() (a GPU sync)
+            mask = attention_mask[:, None, None, :].bool()
+        h = self.bert(input_ids=input_ids, attention_mask=mask, inputs_embeds=inputs_embeds).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
         pooled = (h * m).sum(1) / m.sum(1).clamp_min(1e-6)
         return self.proj(pooled)

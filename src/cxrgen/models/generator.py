@@ -83,16 +83,31 @@ class ReportModel(nn.Module):
         self.label_emb = nn.Embedding(2 * N_CONDITIONS, d) if cfg.label_prefix else None
         self.register_buffer("label_thresholds", torch.full((N_CONDITIONS,), 0.5))
         self.decoder = TransformerDecoder(DecoderConfig(vocab_size, d, cfg.n_layer, cfg.n_head, cfg.max_len, cfg.dropout))
+        self._positions: dict[tuple, torch.Tensor] = {}  # see positions(); not state: checkpoints are unchanged
+
+    def positions(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """`grid_positions(n, d)` on `like`'s device and dtype, built once: no CPU work or copy per step.
+
+        A plain dict (not a buffer, so state dicts stay as they were); torch.compile reads it as a constant.
+        """
+        key = (n, like.shape[-1], like.device, like.dtype)
+        if key not in self._positions:
+            with torch.inference_mode(False):  # a normal tensor even when first built in Lightning's validation
+                self._positions[key] = grid_positions(n, like.shape[-1]).to(like.device, like.dtype)
+        return self._positions[key]
 
     def encode_views(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
-        """Images (B, 2, 1, H, W) in [0, 1] -> encoder tokens (B, 2, N, C); absent laterals are not encoded."""
-        front = self.encoder(images[:, 0])  # (B, N, C)
-        feats = torch.zeros(front.shape[0], 2, *front.shape[1:], dtype=front.dtype, device=front.device)
-        feats[:, 0] = front
+        """Images (B, 2, 1, H, W) in [0, 1] -> encoder tokens (B, 2, N, C); an absent lateral's tokens are zeros.
+
+        Fixed shapes, no host sync: every row's lateral slot is encoded and absent ones are zeroed
+        after. An absent lateral is encoded as a copy of its frontal, so in fine-tuning BatchNorm's
+        batch statistics see radiographs rather than blank frames.
+        """
         has_lat = view_mask[:, 1]
-        if has_lat.any():
-            feats[has_lat, 1] = self.encoder(images[has_lat, 1])
-        return feats
+        front = self.encoder(images[:, 0])  # (B, N, C)
+        lat = self.encoder(torch.where(has_lat[:, None, None, None], images[:, 1], images[:, 0]))
+        lat = torch.where(has_lat[:, None, None], lat, 0.0)
+        return torch.stack([front, lat], dim=1)
 
     def memory_from_features(self, feats: torch.Tensor, view_mask: torch.Tensor,
                              teacher: tuple[torch.Tensor, torch.Tensor] | None = None) -> Memory:
@@ -105,7 +120,7 @@ class ReportModel(nn.Module):
         feats = pool_grid(feats, self.cfg.memory_grid)
         B, V, N, _ = feats.shape
         x = self.proj(feats)  # (B, 2, N, d)
-        x = x + self.view_emb.weight[:V, None, :] + grid_positions(N, x.shape[-1]).to(x)
+        x = x + self.view_emb.weight[:V, None, :] + self.positions(N, x)
         x = x.reshape(B, V * N, -1)
         mask = view_mask.repeat_interleave(N, dim=1)  # (B, 2N)
         if self.label_emb is None:
