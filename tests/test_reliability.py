@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from test_serve import make_tiny_checkpoint
 
-from cxrgen.checkpoint import FORMAT
+from cxrgen.checkpoint import FORMAT, load_checkpoint
 from cxrgen.cli import main
 
 
@@ -79,6 +79,13 @@ def _weight_names(d: Path) -> None:
 def test_checkpoint_records_its_format(files):
     meta = json.loads((files["model"] / "meta.json").read_text())
     assert meta["format"] == FORMAT and meta["cxrgen_version"]
+
+
+def test_kill_between_the_renames_of_a_checkpoint_save(files, tmp_path):
+    """save_checkpoint moves the old folder to .NAME.old, then the new one in: a kill in between loses nothing."""
+    model = shutil.copytree(files["model"], tmp_path / "model")
+    model.rename(tmp_path / ".model.old")
+    assert load_checkpoint(model)[3]["format"] == FORMAT and model.is_dir()
 
 
 @pytest.mark.parametrize("change, expected", [(_meta_format, f"format {FORMAT + 1} (written by cxrgen 9.0.0)"),

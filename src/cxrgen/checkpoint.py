@@ -27,6 +27,14 @@ FILES = ("config.json", "tokenizer.json", "model.safetensors", "meta.json")
 FORMAT = 1  # bump when a change makes older checkpoint folders unreadable
 
 
+def finish_interrupted_save(directory: str | Path) -> None:
+    """A kill between save_checkpoint's two renames leaves the previous folder only as .NAME.old: put it back."""
+    directory = Path(directory)
+    old = directory.with_name(f".{directory.name}.old")
+    if not directory.exists() and old.is_dir():
+        old.rename(directory)
+
+
 def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: ReportTokenizer, config: Config,
                     meta: dict[str, Any] | None = None) -> Path:
     directory = Path(directory)
@@ -57,6 +65,7 @@ def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: Report
 def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer, Config, dict[str, Any]]:
     """(model in eval mode, tokenizer, config, meta). Raises UserError for a missing or incomplete directory."""
     directory = Path(directory)
+    finish_interrupted_save(directory)
     if not directory.is_dir():
         raise UserError(f"model directory not found: {directory}")
     missing = [f for f in FILES if not (directory / f).is_file()]

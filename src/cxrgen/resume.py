@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from cxrgen.atomic import atomic_write_text, disk_full_error, is_disk_full
+from cxrgen.checkpoint import finish_interrupted_save
 from cxrgen.config import Config, load_config
 from cxrgen.errors import UserError
 
@@ -65,6 +66,7 @@ class SaveLast(L.Callback):
 def check_resume(config: Config, output: Path, resume: bool) -> Path | None:
     """OUTPUT/last.ckpt to resume from (None for a fresh run); refuse anything that could clobber a run."""
     last = output / "last.ckpt"
+    finish_interrupted_save(output / "model")  # the best model so far, if a kill hit its replacement
     if not resume:
         if last.exists() or (output / "model").exists():
             raise UserError(f"{output} already holds a training run; add --resume to continue it, "
