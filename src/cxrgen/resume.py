@@ -23,10 +23,20 @@ from cxrgen.errors import UserError
 
 
 class SaveLast(L.Callback):
-    """Write `path` (Lightning's full training state plus the RNG states) at the end of every epoch, atomically."""
+    """Write `path` (Lightning's full training state plus the RNG states) at the end of every epoch, atomically.
 
-    def __init__(self, path: Path):
-        self.path = path
+    It also keeps `csv_log`'s snapshot up to date: Lightning writes metrics.csv only every 100
+    steps, and rewrites it in place when a new column appears, so a kill can lose its rows.
+    """
+
+    def __init__(self, path: Path, csv_log: Path):
+        self.path, self.csv_log = path, csv_log
+
+    def _save_logs(self, trainer: L.Trainer) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+        if trainer.is_global_zero and self.csv_log.exists():
+            atomic_write_text(_snapshot(self.csv_log), self.csv_log.read_text())
 
     def state_dict(self) -> dict:  # tensors and plain tuples only: torch.load(weights_only=True) reads them
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -45,14 +55,11 @@ class SaveLast(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for logger in trainer.loggers:  # the last epoch's train averages, logged after on_train_epoch_end
-            logger.save()
+        self._save_logs(trainer)  # the last epoch's train averages, logged after on_train_epoch_end
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after this epoch's validation, so SaveBest's state already counts it; the CSV log is
-        # written up to here too (Lightning only writes it every 100 steps), so a kill loses no epoch
-        for logger in trainer.loggers:
-            logger.save()
+        # after this epoch's validation, so SaveBest's state already counts it; the log too
+        self._save_logs(trainer)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             trainer.save_checkpoint(tmp)  # every rank calls it; only rank 0 writes
@@ -84,35 +91,38 @@ def check_resume(config: Config, output: Path, resume: bool) -> Path | None:
     return last
 
 
+def _snapshot(csv_log: Path) -> Path:
+    return csv_log.with_name(csv_log.name + ".snapshot")
+
+
 def _parts(csv_log: Path) -> list[Path]:
     return sorted(csv_log.parent.glob(f"{csv_log.name}.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
 
 
 def set_csv_log_aside(csv_log: Path) -> None:
-    """Lightning's CSV logger deletes an existing metrics.csv; keep the interrupted attempt's as metrics.csv.partN."""
-    if rank_zero_only.rank == 0 and csv_log.exists():
-        csv_log.rename(csv_log.with_name(f"{csv_log.name}.part{len(_parts(csv_log)) + 1}"))
+    """Keep the interrupted attempt's log (its last complete snapshot) as metrics.csv.partN.
+
+    Lightning's CSV logger deletes an existing metrics.csv, which a kill may have left half rewritten anyway.
+    """
+    if rank_zero_only.rank == 0 and _snapshot(csv_log).exists():
+        _snapshot(csv_log).rename(csv_log.with_name(f"{csv_log.name}.part{len(_parts(csv_log)) + 1}"))
 
 
 def merge_csv_log(csv_log: Path) -> None:
     """metrics.csv.part1, part2, ... and metrics.csv -> one metrics.csv, as an uninterrupted run would log it.
 
     Each attempt's rows replace the earlier attempts' rows from its first epoch on (the epoch a
-    crash cut short is logged again in full). A line cut in half by the kill is dropped.
+    crash cut short is logged again in full).
     """
     import pandas as pd
 
     parts = _parts(csv_log)
-    if not parts or not csv_log.exists():
-        return
-    merged = None
-    for path in [*parts, csv_log]:
-        try:
-            frame = pd.read_csv(path, on_bad_lines="skip").dropna(subset=["epoch"])
-        except (pd.errors.EmptyDataError, KeyError):  # killed before the first row, or before the header
-            continue
-        merged = frame if merged is None else pd.concat([merged[merged["epoch"] < frame["epoch"].min()], frame])
-    if merged is not None:
+    if parts:
+        merged = None
+        for path in [*parts, csv_log] if csv_log.exists() else parts:
+            frame = pd.read_csv(path)
+            merged = frame if merged is None else pd.concat([merged[merged["epoch"] < frame["epoch"].min()], frame])
         atomic_write_text(csv_log, merged.to_csv(index=False))
-    for path in parts:
-        path.unlink()
+        for path in parts:
+            path.unlink()
+    _snapshot(csv_log).unlink(missing_ok=True)  # the run ended: the log is complete

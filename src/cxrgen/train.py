@@ -500,7 +500,7 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
         num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps_per_epoch)), default_root_dir=output,
         logger=[CSVLogger(output, name="csv", version=""), TensorBoardLogger(output, name="tb", version="")],
         callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed,
-                   SaveLast(output / "last.ckpt")],
+                   SaveLast(output / "last.ckpt", metrics_csv)],
         limit_train_batches=limit_train_batches, enable_model_summary=False,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=last)
