@@ -82,4 +82,5 @@ def test_kill_9_then_resume_equals_uninterrupted_run(manifest, tmp_path, capsys)
 
     # the log keeps the epochs logged before the kill: one validation row per epoch, as in the whole run
     assert csv_epochs(crashed) == csv_epochs(whole) and len(csv_epochs(whole)) == 3
-    assert not list((crashed / "csv").glob("*.part*")) and not list(crashed.glob("*.tmp"))
+    assert not list((crashed / "csv").glob("*.part*")) and not list((crashed / "csv").glob("*.snapshot"))
+    assert not list(crashed.glob("*.tmp"))
