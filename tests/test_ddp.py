@@ -90,12 +90,15 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert len(lengths) == 1, "the equivalence argument needs reports of equal token length"
     (tmp_path / "data").mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    # 1 process, batch 8; also builds the image and feature caches the ranks then only read
-    run(tmp_path / "data", tmp_path / "one", batch_size=8, devices=1)
+    # 2 processes first, on a cold cache: rank 0 builds the image and feature caches in the data module's
+    # prepare_data while rank 1 waits at Lightning's barrier, then both only open them
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            __file__, str(tmp_path / "data"), str(tmp_path / "two")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "data" / "cache").glob("features-*.npy"))) == 1
+    assert not list((tmp_path / "data" / "cache").rglob("*.tmp"))
+    run(tmp_path / "data", tmp_path / "one", batch_size=8, devices=1)  # 1 process, batch 8, reusing the caches
 
     one, two = weights(tmp_path / "one" / "model"), weights(tmp_path / "two" / "model")
     meta = [json.loads((tmp_path / d / "model" / "meta.json").read_text()) for d in ("one", "two")]

@@ -97,28 +97,36 @@ def tune_thresholds(probs: torch.Tensor, labels: torch.Tensor, known: torch.Tens
 
 
 @torch.no_grad()
-def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path: Path, batch_size: int = 32) -> np.ndarray:
-    """Encoder tokens for every study, (n, 2, N, C) float16 in a .npy memmap; reused when already complete."""
+def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path: Path, batch_size: int = 32,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+    """Encoder tokens for every study, (n, 2, N, C) float16 in a .npy memmap; reused when already complete.
+
+    The encoder runs on `device` (training's GPU when it has one) and is moved back afterwards.
+    """
     if path.exists():
         feats = np.load(path, mmap_mode="r")
         if feats.shape[0] == len(ids):
             return feats
     enc = model.encoder.eval()
+    home = next(enc.parameters()).device
+    enc.to(device)
     size = cache.size
-    probe = enc(torch.zeros(1, 1, size, size))
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent DDP ranks never share it
+    probe = enc(torch.zeros(1, 1, size, size, device=device))
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent builders never share it
     feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(ids), 2, *probe.shape[1:]))
     for start in tqdm(range(0, len(ids), batch_size), desc=f"encoding images ({enc.name})", unit="batch", disable=None):
         chunk = ids[start:start + batch_size]
         pairs = [cache.get(i) for i in chunk]
         imgs = [im for pair in pairs for im in pair if im is not None]
-        out = enc(torch.from_numpy(np.stack(imgs))[:, None].float().div_(255)).numpy().astype(np.float16)
+        x = torch.from_numpy(np.stack(imgs))[:, None].to(device).float().div_(255)  # uint8 over the bus
+        out = enc(x).to(torch.float16).cpu().numpy()
         k = 0
         for j, pair in enumerate(pairs):
             for v, im in enumerate(pair):
                 if im is not None:
                     feats[start + j, v] = out[k]
                     k += 1
+    enc.to(home)
     feats.flush()
     del feats
     os.replace(tmp, path)
@@ -192,11 +200,50 @@ class LengthBucketSampler(torch.utils.data.Sampler):
 
 
 class ReportDataModule(L.LightningDataModule):
-    def __init__(self, datasets: dict[str, ReportDataset], batch_size: int, pad_id: int, num_workers: int = 0,
-                 seed: int = 0):
+    """Train and val loaders over the image cache and, in frozen mode, the encoder-feature cache.
+
+    Lightning calls `prepare_data` in one process per node and `setup` in every process after it:
+    the caches are built once there (in parallel over shards, resuming after an interruption) and
+    the DDP ranks only open them. `meta` (the checkpoint's) receives the final study counts.
+    """
+
+    def __init__(self, config: Config, studies: list[Study], splits: dict[str, list[Study]], tokenizer: ReportTokenizer,
+                 model: ReportModel, cache_dir: Path, meta: dict | None = None):
         super().__init__()
-        self.datasets, self.batch_size, self.pad_id, self.num_workers = datasets, batch_size, pad_id, num_workers
-        self.seed = seed
+        mc, tc = config.model, config.train
+        self.config, self.studies, self.tokenizer, self.model = config, studies, tokenizer, model
+        self.batch_size, self.pad_id, self.num_workers, self.seed = tc.batch_size, tokenizer.pad_id, tc.num_workers, tc.seed
+        key = _fingerprint([(s.id, [str(im.path) for im in s.images]) for s in studies])
+        self.cache_path = cache_dir / f"images-{mc.image_size}-{key}"
+        self.feature_ids = [s.id for s in splits["train"] + splits["val"]]
+        self.features_path = None
+        if tc.mode == "frozen":
+            self.features_path = cache_dir / (f"features-{mc.encoder}-{mc.image_size}-{_encoder_fingerprint(model)}-"
+                                              f"{_fingerprint(self.feature_ids)}.npy")
+        self.meta = {} if meta is None else meta
+        self.datasets: dict[str, ReportDataset] = {}
+
+    def prepare_data(self) -> None:
+        cache = ImageCache.build(self.studies, self.config.model.image_size, self.cache_path)
+        if self.features_path is not None:
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            extract_features(self.model, cache, self.feature_ids, self.features_path, device=device)
+
+    def setup(self, stage: str) -> None:
+        if self.datasets:
+            return
+        cache = ImageCache(self.cache_path)
+        splits = _split_studies(self.studies, set(cache.usable_ids()))
+        features = np.load(self.features_path, mmap_mode="r") if self.features_path is not None else None
+        row = {sid: i for i, sid in enumerate(self.feature_ids)}
+        for split in ("train", "val"):
+            ss = splits[split]
+            y, m = label_targets(ss)
+            tokens = [self.tokenizer.encode(target_text(s), self.config.model.max_len) for s in ss]
+            self.datasets[split] = ReportDataset([s.id for s in ss], tokens, y, m, cache, features, row)
+        self.meta.update(train_studies=len(splits["train"]), val_studies=len(splits["val"]))
+        _logger.info("studies: %d train, %d val; vocabulary %d; mode %s", len(splits["train"]), len(splits["val"]),
+                     len(self.tokenizer), self.config.train.mode)
 
     def _loader(self, split: str, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
@@ -428,34 +475,25 @@ def _split_studies(studies: list[Study], usable: set[str]) -> dict[str, list[Stu
     return splits
 
 
-def build_datamodule(config: Config, studies: list[Study], cache_dir: Path
+def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta: dict | None = None
                      ) -> tuple[ReportDataModule, ReportTokenizer, ReportModel, dict[str, list[Study]]]:
-    """Image cache, tokenizer, model, label targets and (frozen mode) cached encoder features."""
+    """Tokenizer, model and data module; the caches are built when Lightning calls `prepare_data`.
+
+    The vocabulary comes from every training report with a frontal image: the model must exist
+    before the caches do, so a study whose frontal later fails to decode still lends its words
+    (`setup` then leaves it out of the datasets).
+    """
     mc, tc = config.model, config.train
+    if tc.mode not in ("frozen", "finetune"):
+        raise UserError(f"train.mode must be 'frozen' or 'finetune', got {tc.mode!r}")
     studies = [s for s in studies if target_text(s) and s.frontal is not None]
     assign_splits(studies)
-    key = _fingerprint([(s.id, [str(im.path) for im in s.images]) for s in studies])
-    cache = ImageCache.build(studies, mc.image_size, cache_dir / f"images-{mc.image_size}-{key}")
-    splits = _split_studies(studies, set(cache.usable_ids()))
+    splits = _split_studies(studies, {s.id for s in studies})
     tokenizer = ReportTokenizer.build([target_text(s) for s in splits["train"]], min_freq=tc.min_token_freq)
     model = ReportModel(mc, len(tokenizer))
-    used = splits["train"] + splits["val"]
-    features, row = None, None
     if tc.mode == "frozen":
         model.encoder.requires_grad_(False)
-        ids = [s.id for s in used]
-        path = cache_dir / f"features-{mc.encoder}-{mc.image_size}-{_encoder_fingerprint(model)}-{_fingerprint(ids)}.npy"
-        features, row = extract_features(model, cache, ids, path), {sid: i for i, sid in enumerate(ids)}
-    elif tc.mode != "finetune":
-        raise UserError(f"train.mode must be 'frozen' or 'finetune', got {tc.mode!r}")
-    datasets = {}
-    for split in ("train", "val"):
-        ss = splits[split]
-        y, m = label_targets(ss)
-        tokens = [tokenizer.encode(target_text(s), mc.max_len) for s in ss]
-        datasets[split] = ReportDataset([s.id for s in ss], tokens, y, m, cache, features, row)
-    dm = ReportDataModule(datasets, tc.batch_size, tokenizer.pad_id, tc.num_workers, tc.seed)
-    return dm, tokenizer, model, splits
+    return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta), tokenizer, model, splits
 
 
 def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: str | Path | None = None,
@@ -478,19 +516,20 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
     config.save(output / "config.yaml")
     tc = config.train
     L.seed_everything(tc.seed, workers=True)
-    dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir)
-    _logger.info("studies: %d train, %d val; vocabulary %d; mode %s", len(splits["train"]), len(splits["val"]),
-                 len(tokenizer), tc.mode)
-    module = GeneratorModule(model, tokenizer, config, extra_losses)
     monitor, mode = ("val/cider", "max") if tc.select_metric == "cider" else ("val/ce_loss", "min")
     if tc.select_metric not in ("cider", "loss"):
         raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
-    meta = {"seed": tc.seed, "select_metric": monitor, "train_studies": len(splits["train"]),
-            "val_studies": len(splits["val"])}
+    meta = {"seed": tc.seed, "select_metric": monitor}  # the data module's setup adds the study counts
+    dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)
+    if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
+        from cxrgen.losses import hooks_from_config
+
+        extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
+    module = GeneratorModule(model, tokenizer, config, extra_losses)
     save_best = SaveBest(output / "model", monitor, mode, meta)
     speed = TrainThroughput()
     precision = tc.precision if tc.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
-    steps_per_epoch = math.ceil(len(dm.datasets["train"]) / tc.batch_size)
+    steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
     metrics_csv = output / "csv" / "metrics.csv"
     if last is not None:
         set_csv_log_aside(metrics_csv)

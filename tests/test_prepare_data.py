@@ -1,0 +1,58 @@
+"""The data module builds the caches in `prepare_data` (one process per node) and `setup` only opens them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrgen.config import Config
+from cxrgen.data.studies import ImageRef, Study
+from cxrgen.train import build_datamodule
+
+TEXTS = ["the heart is normal in size . the lungs are clear .", "small left pleural effusion ."]
+
+
+def studies(root) -> list[Study]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(6):
+        refs = []
+        for v, view in enumerate(("PA", "LL")[: 1 + i % 2]):  # every other study has no lateral
+            path = root / f"img{i}_{v}.png"
+            Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(path)
+            refs.append(ImageRef(path, view, f"{i}_{v}"))
+        out.append(Study(f"s{i}", "train" if i < 4 else "val", refs, TEXTS[i % 2]))
+    (root / "img5_0.png").write_bytes(b"not an image")  # s5's frontal cannot be decoded
+    return out
+
+
+def config(mode: str) -> Config:
+    return Config.from_dict({"model": {"encoder": "resnet18", "pretrained": False, "image_size": 32, "d_model": 32,
+                                       "n_layer": 1, "n_head": 2, "max_len": 24},
+                             "train": {"mode": mode, "batch_size": 2, "min_token_freq": 1}})
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_setup_only_opens_what_prepare_data_built(tmp_path, mode):
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    meta: dict = {}
+    dm, tok, model, splits = build_datamodule(config(mode), studies(data), tmp_path / "cache", meta)
+    assert not (tmp_path / "cache").exists(), "building the data module must not touch the caches"
+    with pytest.raises(FileNotFoundError):
+        dm.setup("fit")  # another rank before prepare_data: it must not start a build of its own
+    assert not any(dm.cache_path.glob("shard_*"))
+    dm.prepare_data()
+    assert (dm.features_path is not None) == (mode == "frozen")
+    if dm.features_path is not None:
+        feats = np.load(dm.features_path, mmap_mode="r")
+        assert feats.shape[:2] == (len(dm.feature_ids), 2) and feats.dtype == np.float16
+        assert not feats[dm.feature_ids.index("s0"), 1].any() and feats[dm.feature_ids.index("s1"), 1].any()
+    dm.setup("fit")
+    assert [len(dm.datasets[k]) for k in ("train", "val")] == [4, 1]  # s5 (undecodable frontal) left out
+    assert meta["train_studies"] == 4 and meta["val_studies"] == 1
+    batch = next(iter(dm.train_dataloader()))
+    key = "features" if mode == "frozen" else "image"
+    assert batch[key].dtype == (torch.float16 if mode == "frozen" else torch.uint8)  # converted on the device
