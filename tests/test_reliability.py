@@ -35,7 +35,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
         w.writerow(["id", "image", "text", "split"])
         for i in range(9):
             Image.fromarray(np.full((40, 40), 25 * i, np.uint8)).save(root / f"{i}.png")
-            w.writerow([f"s{i}", f"{i}.png", "The heart is normal. No pleural effusion.", ["train", "val", "test"][i % 3]])
+            split = ["train", "val", "test"][i % 3]
+            w.writerow([f"s{i}", f"{i}.png", "The heart is normal. No pleural effusion.", split])
     f["manifest"] = root / "m.csv"
     f["preds"] = root / "preds.jsonl"
     f["preds"].write_text("".join(json.dumps({"id": f"s{i}", "report": "Heart normal."}) + "\n" for i in (2, 5, 8)))
@@ -194,5 +195,6 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(files, tmp_path, comma
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert last.startswith(f"error: cannot write {expected.format(**fill)}") and "free some space" in last, last
     # a write cut by the limit leaves exactly `limit` bytes; temporaries end in .tmp
-    partial = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and (p.stat().st_size == limit or ".tmp" in p.name)]
+    partial = [p for p in (tmp_path / "out").rglob("*")
+               if p.is_file() and (p.stat().st_size == limit or ".tmp" in p.name)]
     assert not partial, partial

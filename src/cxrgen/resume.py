@@ -40,8 +40,8 @@ class SaveLast(L.Callback):
 
     def state_dict(self) -> dict:  # tensors and plain tuples only: torch.load(weights_only=True) reads them
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        rng = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-               "torch": torch.get_rng_state()}
+        numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+        rng = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return rng
