@@ -101,3 +101,21 @@ def test_recall_at_k_known_answers():
     shifted = e.roll(1, dims=0)  # every text matches the next image
     r = recall_at_k(e, shifted, ks=(1, 5))
     assert r["i2t_R@1"] == 0.0 and r["t2i_R@1"] == 0.0 and r["i2t_R@5"] == 1.0
+
+
+def test_train_config_loss_section_adds_directional_and_scst(trained, dataset, tmp_path, capsys):
+    """`loss:` in a training config switches the CLIP losses on from the CLI; they are logged per step."""
+    root, _ = dataset
+    tiny = ["model.encoder=resnet18", "model.pretrained=false", "model.image_size=32", "model.d_model=32",
+            "model.n_layer=1", "model.n_head=2", "model.max_len=24", "train.batch_size=4", "train.min_token_freq=1",
+            "decode.max_len=24", "train.val_decode_limit=4", f"loss.clip={trained}", "loss.directional_weight=0.5",
+            "loss.scst_weight=0.5", "loss.scst_max_len=12"]
+    out = tmp_path / "gen"
+    args = ["train", "--data", f"r2gen:{root}", "--output", str(out), "--epochs", "1"]
+    assert main(args + [a for t in tiny for a in ("--set", t)]) == 0
+    header = (out / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/directional_loss_epoch" in header and "train/scst_loss_epoch" in header
+    capsys.readouterr()
+    bare = [t for t in tiny if not t.startswith("loss.clip")]
+    assert main(args[:4] + [str(tmp_path / "gen2"), "--epochs", "1"] + [a for t in bare for a in ("--set", t)]) == 2
+    assert "loss.clip" in capsys.readouterr().err

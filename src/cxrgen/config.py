@@ -1,6 +1,6 @@
 """Run configuration: small dataclasses that map 1:1 to the YAML files in configs/.
 
-A config file holds up to three sections (`model`, `train`, `decode`); any field can be
+A config file holds up to four sections (`model`, `train`, `decode`, `loss`); any field can be
 overridden with `section.field=value` strings (values parsed as YAML, so `true`, `3e-4`
 and `[1, 2]` work). The resolved config is saved with every run and every checkpoint.
 """
@@ -64,10 +64,25 @@ class DecodeConfig:
 
 
 @dataclass
+class LossConfig:
+    """CLIP training signals on top of cross-entropy; off unless a weight is set (needs `clip`)."""
+    clip: str | None = None  # a `cxrgen clip train` folder (the directional loss); SCST also reads external CLIPs
+    directional_weight: float = 0.0  # lambda in L_CE + lambda * (1 - cos(dD1, dD2))
+    directional_temperature: float = 1.0  # softmax temperature of the soft report fed to the text tower
+    row_fraction: float = 1.0  # share of each batch's rows that get L_dir (unbiased; cheaper)
+    scst_weight: float = 0.0  # self-critical sequence training with the CLIP reward
+    reward_clip: float = 1.0  # SCST reward = clip * directional similarity + cider * CIDEr-D + ce_f1 * label F1
+    reward_cider: float = 0.0
+    reward_ce_f1: float = 0.0
+    scst_max_len: int = 60
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

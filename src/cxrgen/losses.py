@@ -245,3 +245,27 @@ def build_directional_hook(clip_dir: str, weight: float, studies: list | None = 
         ids, emb = embed_study_images(clip, studies)
         image_emb = dict(zip(ids, emb))
     return DirectionalHook(clip, weight, image_emb, temperature, gumbel, row_fraction)
+
+
+def hooks_from_config(cfg, studies: list) -> list:
+    """The `extra_losses` hooks that a config's `loss` section (cxrgen.config.LossConfig) asks for; none by default.
+
+    `studies`: those the generator trains and validates on (their images are embedded once by the CLIP).
+    """
+    from cxrgen.errors import UserError
+
+    if not (cfg.directional_weight or cfg.scst_weight):
+        return []
+    if not cfg.clip:
+        raise UserError("loss.directional_weight and loss.scst_weight need loss.clip: a `cxrgen clip train` folder "
+                        "(set it with --set loss.clip=DIR)")
+    hooks = []
+    if cfg.directional_weight:
+        hooks.append(build_directional_hook(cfg.clip, cfg.directional_weight, studies, cfg.directional_temperature,
+                                            row_fraction=cfg.row_fraction))
+    if cfg.scst_weight:
+        from cxrgen.scst import RewardWeights, build_scst_hook
+
+        weights = RewardWeights(cfg.reward_clip, cfg.reward_cider, cfg.reward_ce_f1)
+        hooks.append(build_scst_hook(cfg.clip, cfg.scst_weight, studies, weights, cfg.scst_max_len))
+    return hooks

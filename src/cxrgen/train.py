@@ -521,6 +521,10 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
         raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
     meta = {"seed": tc.seed, "select_metric": monitor}  # the data module's setup adds the study counts
     dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)
+    if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
+        from cxrgen.losses import hooks_from_config
+
+        extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
     module = GeneratorModule(model, tokenizer, config, extra_losses)
     save_best = SaveBest(output / "model", monitor, mode, meta)
     speed = TrainThroughput()
