@@ -9,6 +9,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from cxrgen.atomic import atomic_write_text
 from cxrgen.errors import UserError
 
 
@@ -32,7 +33,7 @@ def _train(args) -> int:
     out = clip.save(args.output)
     metrics = {"data": args.data, "config": dataclasses.asdict(run), "history": history,
                "test_before": before, "test_after": after}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     print(_table({"before training": before, "after training": after}))
     print(f"CLIP saved to {out}")
     return 0
@@ -103,8 +104,6 @@ def _retrieve(args) -> int:
 
 def write_predictions(preds: dict[str, str], path: str | Path) -> None:
     """JSONL {id, report}: the format `cxrgen generate` writes and `cxrgen eval` reads (atomic)."""
-    from cxrgen.atomic import atomic_write_text
-
     atomic_write_text(path, "".join(json.dumps({"id": k, "report": v}) + "\n" for k, v in preds.items()))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from cxrgen.atomic import atomic_write_text
 from cxrgen.errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ def _clip(spec: dict, data: str, studies: list, out: Path):
     before = evaluate_clip(clip, test, test_feats)
     history = train_clip(clip, train_feats, [s.findings for s in train], run.train)
     clip.save(path)
-    (path / "metrics.json").write_text(json.dumps({"data": data, "history": history, "test_before": before,
-                                                   "test_after": evaluate_clip(clip, test, test_feats)}, indent=2))
+    atomic_write_text(path / "metrics.json", json.dumps({"data": data, "history": history, "test_before": before,
+                                                         "test_after": evaluate_clip(clip, test, test_feats)}, indent=2))
     return clip.eval(), str(path)
 
 
@@ -101,7 +102,7 @@ def _run(name: str, seed: int, cond: dict, exp: dict, studies: list, test: list,
         extra_losses=_hooks(cond, clip, clip_dir, image_emb), resume=(run_dir / "last.ckpt").exists())
     train_s = time.perf_counter() - t0
     preds = _generate(run_dir / "model", test)
-    (run_dir / "timing.json").write_text(json.dumps({"train_seconds": train_s}))
+    atomic_write_text(run_dir / "timing.json", json.dumps({"train_seconds": train_s}))
     from cxrgen.commands.clip import write_predictions
 
     write_predictions(preds, preds_path)
@@ -182,7 +183,7 @@ def _experiment(args) -> int:
     seeds = exp.get("seeds", [0, 1, 2])
     out = Path(args.output or exp.get("output", "runs/ablation_clip"))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    atomic_write_text(out / "experiment.yaml", yaml.safe_dump(exp, sort_keys=False))
     studies = [s for s in _subset(load_studies(exp["data"]), exp.get("subset")) if target_text(s) and s.frontal]
     test = [s for s in studies if s.split == "test"]
     if not test or not any(s.split == "train" for s in studies):
@@ -218,7 +219,7 @@ def _experiment(args) -> int:
     pooled.save(out / "eval_pooled")
     _loss_curves(out, [n for n in names if not (exp["conditions"][n] or {}).get("retrieval")], seeds)
     text = _summary(per_run, pooled, names, seeds, timing, exp)
-    (out / "summary.md").write_text(text)
+    atomic_write_text(out / "summary.md", text)
     print(text)
     print(f"written to {out}")
     return 0
