@@ -119,12 +119,15 @@ def test_thresholds_are_tuned_on_validation_and_decide_the_prefix(run):
     from cxrgen.train import tune_thresholds
 
     probs = torch.tensor([[0.1, 0.3], [0.2, 0.4], [0.8, 0.6], [0.9, 0.7]])
-    labels = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
-    t = tune_thresholds(probs, labels, torch.ones_like(labels))
-    assert 0.2 < t[0] < 0.8 and t[1] == 0.5  # separates the classes; no positives -> 0.5
+    labels = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    t = tune_thresholds(probs, labels, torch.ones_like(labels), min_positives=2)
+    assert 0.2 < t[0] < 0.8 and t[1] == 0.5  # separates the classes; too few positives -> 0.5
     assert tune_thresholds(probs, labels, torch.zeros_like(labels)).tolist() == [0.5, 0.5]  # all uncertain
+    rare = torch.zeros(100, 1)
+    rare[0] = 1  # one positive with the lowest probability: best F1 would call every study positive
+    assert tune_thresholds(torch.linspace(0, 1, 100)[:, None], rare, torch.ones_like(rare)).item() == 0.5
     model, _, _, _ = load_checkpoint(run / "model")
-    assert not torch.equal(model.label_thresholds, torch.full((14,), 0.5))  # the run tuned and saved them
+    assert "label_thresholds" in model.state_dict()  # saved with the weights, so inference uses the tuned ones
     logits = torch.zeros(1, 14)
     model.label_thresholds.fill_(0.4)
     assert model.predicted_states(logits).sum() == 14

@@ -78,13 +78,17 @@ def cider(predictions: list[str], references: list[str]) -> float:
     return float(Cider().compute_score(gts, res)[0]) if res else 0.0
 
 
-def tune_thresholds(probs: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Per condition, the probability threshold with the best F1 on (N, 14) validation rows; 0.5 without positives."""
+def tune_thresholds(probs: torch.Tensor, labels: torch.Tensor, known: torch.Tensor, min_positives: int = 5) -> torch.Tensor:
+    """Per condition, the probability threshold with the best F1 on (N, 14) validation rows.
+
+    Conditions with fewer than `min_positives` validation positives keep 0.5: with one or two
+    positives the best-F1 threshold can sit near 0 and call the finding in every study.
+    """
     out = torch.full((probs.shape[1],), 0.5)
     for c in range(probs.shape[1]):
         keep = known[:, c] > 0
         p, y = probs[keep, c].cpu(), labels[keep, c].cpu() > 0
-        if not y.any():
+        if int(y.sum()) < min_positives:
             continue
         candidates = torch.unique(p)
         hits = (p[None, :] >= candidates[:, None])  # (K, N): called present at each candidate
