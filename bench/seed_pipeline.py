@@ -41,7 +41,8 @@ def seed_decode(model, memory, bos_id: int, eos_id: int, max_len: int) -> list[l
     out = []
     for b in range(memory.tokens.shape[0]):
         mem = type(memory)(memory.tokens[b:b + 1], memory.mask[b:b + 1], memory.cls_logits[b:b + 1],
-                           memory.n_patches, memory.prefix)
+                           memory.n_patches, memory.prefix,
+                           None if memory.condition is None else memory.condition[b:b + 1])
         seq = [bos_id]
         for _ in range(max_len - 1):
             logits = model.decode(mem, torch.tensor([seq], device=mem.tokens.device))

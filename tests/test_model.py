@@ -125,3 +125,19 @@ def test_memory_grid_pools_decoder_tokens_but_not_the_classifier():
     a, b = full.encode(images, vm), small.encode(images, vm)
     assert (a.n_patches, b.n_patches) == (16, 4) and b.tokens.shape[1] == b.prefix + 8
     torch.testing.assert_close(a.cls_logits, b.cls_logits)
+
+
+def test_label_states_condition_every_decoder_position():
+    """The present/absent states reach the decoder as memory tokens and as a vector added at every position."""
+    torch.manual_seed(0)
+    m = ReportModel(ModelConfig(**TINY), vocab_size=40).eval()
+    feats = torch.randn(2, 2, 1, m.encoder.out_dim)
+    vm = torch.ones(2, 2, dtype=torch.bool)
+    ids = torch.randint(0, 40, (2, 5))
+    on, off = torch.ones(2, 14), torch.zeros(2, 14)
+    a = m.memory_from_features(feats, vm, (on, torch.ones(2, 14)))
+    b = m.memory_from_features(feats, vm, (off, torch.ones(2, 14)))
+    assert a.condition.shape == (2, 32) and not torch.equal(a.condition, b.condition)
+    assert not torch.allclose(m.decode(a, ids), m.decode(b, ids))
+    a.tokens, a.mask = b.tokens, b.mask  # same memory tokens: the condition alone still changes the logits
+    assert not torch.allclose(m.decode(a, ids), m.decode(b, ids))

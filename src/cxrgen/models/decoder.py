@@ -125,8 +125,11 @@ class TransformerDecoder(nn.Module):
         return self.tok_emb(input_ids)
 
     def forward(self, inputs_embeds: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
-                cache: Cache | None = None, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: Cache | None = None, need_weights: bool = False,
+                condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for token embeddings (B, T, C) attending to memory (B, S, C).
+
+        `condition` (B, C), if given, is added to every input position (a global conditioning vector).
 
         With `cache` (a list, empty on the first call) the embeddings are the *new* positions only,
         and past keys/values are reused. `need_weights` also returns the last layer's
@@ -141,7 +144,10 @@ class TransformerDecoder(nn.Module):
         if cache is not None and not cache:
             cache.extend({} for _ in self.blocks)
         pos = torch.arange(past, past + T, device=inputs_embeds.device)
-        x = self.drop(inputs_embeds + self.pos_emb(pos))
+        x = inputs_embeds + self.pos_emb(pos)
+        if condition is not None:
+            x = x + condition[:, None, :]
+        x = self.drop(x)
         weights = None
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1

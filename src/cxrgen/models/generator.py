@@ -38,11 +38,12 @@ class Memory:
     cls_logits: torch.Tensor  # (B, 14) auxiliary finding classifier
     n_patches: int  # tokens per view (a square grid)
     prefix: int  # leading non-image tokens (14 label-state tokens with label_prefix)
+    condition: torch.Tensor | None = None  # (B, d_model) added to every decoder input position (the label states)
 
     def repeat(self, k: int) -> Memory:
         """Each row repeated k times (row-major), for beam search."""
-        r = lambda t: t.repeat_interleave(k, dim=0)
-        return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix)
+        r = lambda t: None if t is None else t.repeat_interleave(k, dim=0)
+        return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix, r(self.condition))
 
 
 def grid_positions(n: int, dim: int) -> torch.Tensor:
@@ -130,10 +131,12 @@ class ReportModel(nn.Module):
             labels, known = teacher
             label_states = torch.where(known > 0, labels.long(), label_states)
         rows = 2 * torch.arange(N_CONDITIONS, device=x.device) + label_states.long()  # (B, 14)
-        prefix = self.label_emb(rows) + self.view_emb.weight[2]
-        tokens = torch.cat([prefix.to(x.dtype), x], dim=1)
+        states = self.label_emb(rows)  # (B, 14, d)
+        tokens = torch.cat([(states + self.view_emb.weight[2]).to(x.dtype), x], dim=1)
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, N_CONDITIONS), mask], dim=1)
-        return Memory(tokens, mask, cls_logits, N, N_CONDITIONS)
+        # the same states also go straight into every decoder position: through cross-attention alone
+        # a small decoder learned to ignore them and wrote the most common normal report
+        return Memory(tokens, mask, cls_logits, N, N_CONDITIONS, states.sum(1).to(x.dtype))
 
     def predicted_states(self, cls_logits: torch.Tensor) -> torch.Tensor:
         """The classifier's present/absent call per condition, (B, 14) long, at the tuned thresholds."""
@@ -149,7 +152,7 @@ class ReportModel(nn.Module):
         """Teacher-forced logits (B, T, V); pass soft-token `inputs_embeds` (B, T, d) instead of ids if wanted."""
         if inputs_embeds is None:
             inputs_embeds = self.decoder.embed(input_ids)
-        return self.decoder(inputs_embeds, memory.tokens, memory.mask)[0]
+        return self.decoder(inputs_embeds, memory.tokens, memory.mask, condition=memory.condition)[0]
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """images (B, 2, 1, H, W) in [0, 1], input_ids (B, T) starting with BOS -> logits (B, T, V)."""
