@@ -82,6 +82,11 @@ class ReportModel(nn.Module):
         self.classifier = nn.Sequential(nn.LayerNorm(4 * self.encoder.out_dim), nn.Linear(4 * self.encoder.out_dim, N_CONDITIONS))
         # one embedding per (condition, absent/present); row 2c + state
         self.label_emb = nn.Embedding(2 * N_CONDITIONS, d) if cfg.label_prefix else None
+        # the same states as one vector added to every decoder input; token-scale init (std 0.02) so it
+        # shifts the residual stream without drowning the words (unit-variance rows stalled training)
+        self.label_cond = nn.Embedding(2 * N_CONDITIONS, d) if cfg.label_prefix else None
+        if self.label_cond is not None:
+            nn.init.normal_(self.label_cond.weight, std=0.02)
         self.register_buffer("label_thresholds", torch.full((N_CONDITIONS,), 0.5))
         self.decoder = TransformerDecoder(DecoderConfig(vocab_size, d, cfg.n_layer, cfg.n_head, cfg.max_len, cfg.dropout))
         self._positions: dict[tuple, torch.Tensor] = {}  # see positions(); not state: checkpoints are unchanged
@@ -136,7 +141,7 @@ class ReportModel(nn.Module):
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, N_CONDITIONS), mask], dim=1)
         # the same states also go straight into every decoder position: through cross-attention alone
         # a small decoder learned to ignore them and wrote the most common normal report
-        return Memory(tokens, mask, cls_logits, N, N_CONDITIONS, states.sum(1).to(x.dtype))
+        return Memory(tokens, mask, cls_logits, N, N_CONDITIONS, self.label_cond(rows).sum(1).to(x.dtype))
 
     def predicted_states(self, cls_logits: torch.Tensor) -> torch.Tensor:
         """The classifier's present/absent call per condition, (B, 14) long, at the tuned thresholds."""
