@@ -141,7 +141,7 @@ class ReportModel(nn.Module):
         mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, N_CONDITIONS), mask], dim=1)
         # the same states also go straight into every decoder position: through cross-attention alone
         # a small decoder learned to ignore them and wrote the most common normal report
-        return Memory(tokens, mask, cls_logits, N, N_CONDITIONS, self.label_cond(rows).sum(1).to(x.dtype))
+        return Memory(tokens, mask, cls_logits, N, N_CONDITIONS, self.label_cond(rows).mean(1).to(x.dtype))
 
     def predicted_states(self, cls_logits: torch.Tensor) -> torch.Tensor:
         """The classifier's present/absent call per condition, (B, 14) long, at the tuned thresholds."""
