@@ -37,7 +37,8 @@ class ImageEncoder(nn.Module):
         self.out_dim = out_dim
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        # NHWC convolutions: 2.6x faster for Lite0 on a 2-core CPU (bench), and what GPU tensor cores want
+        # NHWC convolutions: faster for Lite0 on this 2-core CPU (106 -> 40 ms per 224 px image in one
+        # timing, batch 32, 2 threads) and what GPU tensor cores want
         self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
