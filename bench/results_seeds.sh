@@ -13,7 +13,8 @@ mkdir -p "$OUT/preds"
 for seed in 42 1 2; do
   run="$OUT/default_s$seed"
   [ -f "$run/model/model.safetensors" ] || /usr/bin/time -v "$BIN/cxrgen" train --config configs/default.yaml \
-      --data "phantom:$DATA" --output "$run" --seed "$seed" --cache-dir "$OUT/.cache" 2> "$run.time.txt"
+      --data "phantom:$DATA" --output "$run" --seed "$seed" --cache-dir "$OUT/.cache" \
+      $([ -f "$run/last.ckpt" ] && echo --resume) 2> "$run.time.txt"
   [ -f "$OUT/preds/default_s$seed.jsonl" ] || "$BIN/cxrgen" generate --model "$run/model" --data "phantom:$DATA" \
       --split test --output "$OUT/preds/default_s$seed.jsonl"
 done

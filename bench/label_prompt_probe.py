@@ -1,0 +1,44 @@
+"""Does the decoder read its label prompt? Greedy reports for validation studies with the classifier's
+states and with the reference states (what training teacher-forces); prints distinct reports per mode.
+
+Usage: .venv/bin/python bench/label_prompt_probe.py --model RUN/model --data phantom:DIR [--n 32]
+"""
+import argparse
+import collections
+
+import torch
+
+from cxrgen.checkpoint import load_checkpoint
+from cxrgen.data.datasets import load_studies
+from cxrgen.data.images import load_image
+from cxrgen.decoding import generate
+from cxrgen.models.generator import images_to_tensor
+from cxrgen.train import label_targets, target_text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--n", type=int, default=32, help="validation studies with a positive finding")
+    args = ap.parse_args()
+    model, tok, cfg, _ = load_checkpoint(args.model)
+    size = cfg.model.image_size
+    val = [s for s in load_studies(args.data, "val") if target_text(s) and s.frontal]
+    y, m = label_targets(val)
+    keep = [i for i in range(len(val)) if y[i, 1:].sum() > 0][: args.n]  # any finding besides "No Finding"
+    studies, y, m = [val[i] for i in keep], torch.tensor(y[keep]), torch.tensor(m[keep])
+    images, vm = images_to_tensor([load_image(s.frontal.path, size) for s in studies],
+                                  [load_image(s.lateral.path, size) if s.lateral else None for s in studies], size)
+    with torch.no_grad():
+        feats = model.encode_views(images, vm)
+        for name, teacher in (("classifier states", None), ("reference states", (y, m))):
+            memory = model.memory_from_features(feats, vm, teacher)
+            out = generate(model.decoder, memory, tok.bos_id, tok.eos_id, beam_size=1, max_len=cfg.decode.max_len)
+            reports = collections.Counter(tok.decode(s) for s in out.sequences)
+            print(f"{name}: {len(reports)} distinct reports for {len(studies)} abnormal studies; most common "
+                  f"({reports.most_common(1)[0][1]}x): {reports.most_common(1)[0][0][:120]}")
+
+
+if __name__ == "__main__":
+    main()
