@@ -119,3 +119,29 @@ def test_train_config_loss_section_adds_directional_and_scst(trained, dataset, t
     bare = [t for t in tiny if not t.startswith("loss.clip")]
     assert main(args[:4] + [str(tmp_path / "gen2"), "--epochs", "1"] + [a for t in bare for a in ("--set", t)]) == 2
     assert "loss.clip" in capsys.readouterr().err
+
+
+def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tmp_path, capsys):
+    """`cxrgen experiment`: generator = a config file plus inline changes; CE, CE + L_dir and retrieval
+    over one seed give a summary row each, and a second call reuses the finished runs."""
+    root, _ = dataset
+    base = tmp_path / "tiny.yaml"
+    base.write_text("model: {encoder: resnet18, pretrained: false, image_size: 32, d_model: 32, n_layer: 1, n_head: 2,"
+                    " max_len: 24}\ntrain: {epochs: 3, batch_size: 4, min_token_freq: 1, val_decode_limit: 4}\n"
+                    "decode: {beam_size: 1, max_len: 24}\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"data: r2gen:{root}\noutput: {tmp_path / 'out'}\nseeds: [0]\nbootstrap: 20\nclip: {{dir: {trained}}}\n"
+                   f"generator: {{config: {base}, train: {{epochs: 1}}}}\n"
+                   "conditions:\n  ce: {}\n  ce+dir0.5: {directional_weight: 0.5}\n  retrieval: {retrieval: true}\n")
+    assert main(["experiment", str(exp)]) == 0
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert all(f"| {name} |" in summary for name in ("ce", "ce+dir0.5", "retrieval"))
+    run = tmp_path / "out" / "runs" / "ce+dir0.5-s0"
+    assert "train/directional_loss_epoch" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    saved = (run / "config.yaml").read_text()
+    assert "d_model: 32" in saved and "epochs: 1" in saved  # the base file, then the inline change
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 4  # the 4 test studies
+    before = (run / "predictions.jsonl").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["experiment", str(exp)]) == 0  # finished runs are reused, not retrained
+    assert (run / "predictions.jsonl").stat().st_mtime_ns == before

@@ -24,7 +24,7 @@ from cxrgen.errors import UserError
 from cxrgen.models.generator import ReportModel
 
 FILES = ("config.json", "tokenizer.json", "model.safetensors", "meta.json")
-FORMAT = 1  # bump when a change makes older checkpoint folders unreadable
+FORMAT = 2  # bump when a change makes older checkpoint folders unreadable (2: label states as a decoder prompt)
 
 
 def finish_interrupted_save(directory: str | Path) -> None:
@@ -73,7 +73,7 @@ def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer
         raise UserError(f"{directory} is not a cxrgen checkpoint (missing {', '.join(missing)})")
     try:
         meta = json.loads((directory / "meta.json").read_text())
-        fmt = meta.get("format", FORMAT)  # folders from before the field was added have this layout
+        fmt = meta.get("format", 1)  # folders from before the field was added
         written_by = f"cxrgen {meta.get('cxrgen_version', 'before 0.1.0')}"
     except (ValueError, AttributeError) as e:
         raise UserError(f"{directory / 'meta.json'} is corrupt ({e}); retrain or copy the model folder again") from None

@@ -71,6 +71,17 @@ def _hooks(cond: dict, clip, clip_dir: str, image_emb: dict) -> list:
     return hooks
 
 
+def generator_config(spec: dict, seed: int):
+    """The generator config every trained condition shares: `config` (a YAML such as configs/default.yaml,
+    else the defaults), then any inline sections (`train: {epochs: 4}`), then the seed."""
+    from cxrgen.config import load_config
+
+    spec = dict(spec)
+    base = spec.pop("config", None)
+    overrides = [f"{section}.{key}={json.dumps(value)}" for section, values in spec.items() for key, value in (values or {}).items()]
+    return load_config(base, overrides + [f"train.seed={seed}"])
+
+
 def _generate(model_dir: Path, studies: list, batch_size: int = 32) -> dict[str, str]:
     from cxrgen.data.images import load_image
     from cxrgen.models.generator import ReportGenerator
@@ -88,17 +99,15 @@ def _generate(model_dir: Path, studies: list, batch_size: int = 32) -> dict[str,
 
 def _run(name: str, seed: int, cond: dict, exp: dict, studies: list, test: list, clip, clip_dir: str,
          image_emb: dict, out: Path) -> dict[str, str]:
-    from cxrgen.config import Config, apply_overrides
     from cxrgen.train import fit
 
     run_dir = out / "runs" / f"{name}-s{seed}"
     preds_path = run_dir / "predictions.jsonl"
     if preds_path.is_file():
         return {r["id"]: r["report"] for r in map(json.loads, preds_path.read_text().splitlines())}
-    config = Config.from_dict(exp.get("generator") or {})
-    apply_overrides(config, [f"train.seed={seed}"])
+    config = generator_config(exp.get("generator") or {}, seed)
     t0 = time.perf_counter()
-    fit(config, studies, run_dir, cache_dir=out / ".cache", accelerator="cpu", devices=1,
+    fit(config, studies, run_dir, cache_dir=exp.get("cache_dir") or out / ".cache", accelerator="cpu", devices=1,
         extra_losses=_hooks(cond, clip, clip_dir, image_emb), resume=(run_dir / "last.ckpt").exists())
     train_s = time.perf_counter() - t0
     preds = _generate(run_dir / "model", test)
