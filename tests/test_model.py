@@ -53,19 +53,16 @@ def test_timm_local_weight_file_is_loaded(tmp_path):
     assert torch.equal(loaded.backbone.conv1.weight, src.backbone.conv1.weight)
 
 
-@pytest.mark.parametrize("prompt_len", [0, 4])
-def test_kv_cache_equals_full_recompute(prompt_len):
+def test_kv_cache_equals_full_recompute():
     torch.manual_seed(0)
     dec = TransformerDecoder(DecoderConfig(vocab_size=30, d_model=32, n_layer=2, n_head=4, max_len=16, dropout=0.0)).eval()
     memory, mask = torch.randn(3, 5, 32), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 1, 1, 1]]).bool()
     ids = torch.randint(0, 30, (3, 9))
-    prompt = torch.randn(3, prompt_len, 32) if prompt_len else None
     with torch.no_grad():
-        full, _ = dec(dec.embed(ids), memory, mask, prompt=prompt)
+        full, _ = dec(dec.embed(ids), memory, mask)
         cache, steps = [], []
         for t in range(ids.shape[1]):
-            steps.append(dec(dec.embed(ids[:, t:t + 1]), memory, mask, cache, prompt=prompt)[0])
-    assert full.shape == (3, 9, 30)  # the prompt positions give no logits
+            steps.append(dec(dec.embed(ids[:, t:t + 1]), memory, mask, cache)[0])
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
@@ -130,8 +127,8 @@ def test_memory_grid_pools_decoder_tokens_but_not_the_classifier():
     torch.testing.assert_close(a.cls_logits, b.cls_logits)
 
 
-def test_label_states_reach_the_decoder_as_memory_and_as_a_prompt():
-    """The present/absent states reach the decoder as memory tokens and as prompt tokens before the words."""
+def test_label_states_condition_every_decoder_position():
+    """The present/absent states reach the decoder as memory tokens and as a vector added at every position."""
     torch.manual_seed(0)
     m = ReportModel(ModelConfig(**TINY), vocab_size=40).eval()
     feats = torch.randn(2, 2, 1, m.encoder.out_dim)
@@ -140,7 +137,7 @@ def test_label_states_reach_the_decoder_as_memory_and_as_a_prompt():
     on, off = torch.ones(2, 14), torch.zeros(2, 14)
     a = m.memory_from_features(feats, vm, (on, torch.ones(2, 14)))
     b = m.memory_from_features(feats, vm, (off, torch.ones(2, 14)))
-    assert a.prompt.shape == (2, 14, 32) and not torch.equal(a.prompt, b.prompt)
+    assert a.condition.shape == (2, 32) and not torch.equal(a.condition, b.condition)
     assert not torch.allclose(m.decode(a, ids), m.decode(b, ids))
-    a.tokens, a.mask = b.tokens, b.mask  # same memory tokens: the prompt alone still changes the logits
+    a.tokens, a.mask = b.tokens, b.mask  # same memory tokens: the condition alone still changes the logits
     assert not torch.allclose(m.decode(a, ids), m.decode(b, ids))

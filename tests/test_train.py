@@ -142,7 +142,7 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert set(out) >= {"report", "probabilities", "attention", "disclaimer"}
     preds = tmp_path / "preds.jsonl"
     assert main(["generate", "--model", str(run / "model"), "--data", f"manifest:{manifest}", "--split", "test",
-                 "--output", str(preds), "--beam", "2"]) == 0
+                 "--output", str(preds), "--beam", "2", "--length-penalty", "2.0"]) == 0
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report"} for r in rows)
 

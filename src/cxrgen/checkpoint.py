@@ -24,7 +24,7 @@ from cxrgen.errors import UserError
 from cxrgen.models.generator import ReportModel
 
 FILES = ("config.json", "tokenizer.json", "model.safetensors", "meta.json")
-FORMAT = 2  # bump when a change makes older checkpoint folders unreadable (2: label states as a decoder prompt)
+FORMAT = 1  # bump when a change makes older checkpoint folders unreadable
 
 
 def finish_interrupted_save(directory: str | Path) -> None:

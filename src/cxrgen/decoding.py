@@ -37,7 +37,7 @@ def ban_repeated_ngrams(ids: torch.Tensor, logp: torch.Tensor, n: int) -> torch.
 def _step(decoder: TransformerDecoder, ids: torch.Tensor, memory: Memory, cache: list, need_weights: bool,
           no_repeat_ngram: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (R, V) of the next token after `ids`, feeding only the newest token."""
-    logits, weights = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, need_weights, memory.prompt)
+    logits, weights = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, need_weights, memory.condition)
     logp = logits[:, -1].float().log_softmax(-1)
     logp[:, ids[0, 0]] = float("-inf")  # never emit BOS again (every row starts with it)
     return ban_repeated_ngrams(ids, logp, no_repeat_ngram), (weights[:, -1].float() if weights is not None else None)

@@ -38,7 +38,7 @@ def sample(decoder: nn.Module, memory, bos_id: int, eos_id: int, max_len: int,
     logp_sum = torch.zeros(B, device=device)
     cache: list = []
     for _ in range(max_len - 1):
-        logits, _ = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, prompt=memory.prompt)
+        logits, _ = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, condition=memory.condition)
         step = (logits[:, -1].float() / temperature).index_fill(1, ids.new_tensor([bos_id]), float("-inf"))
         logp = step.log_softmax(-1)  # (B, V); never emit BOS again
         tok = torch.multinomial(logp.detach().exp(), 1).squeeze(1)

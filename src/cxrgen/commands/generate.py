@@ -78,7 +78,8 @@ def _generate(args) -> int:
     if bool(args.image) == bool(args.data):
         raise UserError("give either --image FRONTAL.png or --data SPEC --output PREDICTIONS.jsonl")
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
-    decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len)) if v is not None}
+    decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len),
+                                ("length_penalty", args.length_penalty)) if v is not None}
     return _single(gen, args, decode) if args.image else _split(gen, args, decode)
 
 
@@ -98,5 +99,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--beam", type=int, help="beam size (default from the model's config; 1 = greedy)")
     p.add_argument("--max-len", type=int, help="maximum report length in tokens")
+    p.add_argument("--length-penalty", type=float,
+                   help="beam search ranks by log p / length ** this (default from the model's config)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=_generate)

@@ -126,21 +126,17 @@ class TransformerDecoder(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
                 cache: Cache | None = None, need_weights: bool = False,
-                prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for token embeddings (B, T, C) attending to memory (B, S, C).
 
-        `prompt` (B, P, C), if given, is prepended to the token sequence (PromptMRG's diagnosis
-        prompt): every word attends to it through causal self-attention. It takes no position
-        embedding and yields no logits. With a cache it is fed on the first call only, and later
-        calls pass it again just so its length P is known.
+        `condition` (B, C), if given, is added to every input position (a global conditioning vector).
 
         With `cache` (a list, empty on the first call) the embeddings are the *new* positions only,
         and past keys/values are reused. `need_weights` also returns the last layer's
         cross-attention averaged over heads, (B, T, S).
         """
         B, T, _ = inputs_embeds.shape
-        P = prompt.shape[1] if prompt is not None else 0
-        past = cache[0]["self_k"].shape[2] - P if cache else 0  # words already decoded
+        past = cache[0]["self_k"].shape[2] if cache else 0
         if past + T > self.cfg.max_len:
             raise ValueError(f"sequence length {past + T} exceeds max_len {self.cfg.max_len}")
         if past and T > 1:
@@ -149,18 +145,14 @@ class TransformerDecoder(nn.Module):
             cache.extend({} for _ in self.blocks)
         pos = torch.arange(past, past + T, device=inputs_embeds.device)
         x = inputs_embeds + self.pos_emb(pos)
-        first = P and not (cache and "self_k" in cache[0])
-        if first:
-            x = torch.cat([prompt.to(x.dtype), x], dim=1)
+        if condition is not None:
+            x = x + condition[:, None, :]
         x = self.drop(x)
         weights = None
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
             x, w = block(x, memory, memory_mask, cache[i] if cache is not None else None, need_weights and last)
             weights = w.mean(dim=1) if w is not None else weights
-        if first:  # the prompt positions predict nothing
-            x = x[:, P:]
-            weights = weights[:, P:] if weights is not None else None
         return self.head(self.ln_f(x)), weights
 
 
