@@ -145,3 +145,14 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     capsys.readouterr()
     assert main(["experiment", str(exp)]) == 0  # finished runs are reused, not retrained
     assert (run / "predictions.jsonl").stat().st_mtime_ns == before
+
+
+def test_experiment_subset_cuts_only_the_splits_it_names():
+    from types import SimpleNamespace
+
+    from cxrgen.commands.experiment import _subset
+
+    studies = [SimpleNamespace(id=i, split=sp) for i, sp in enumerate(["train"] * 3 + ["test"] * 3 + ["val"] * 2)]
+    assert [s.id for s in _subset(studies, {"test": 1})] == [0, 1, 2, 3, 6, 7]
+    assert [s.id for s in _subset(studies, {"train": 2, "val": 0})] == [0, 1, 3, 4, 5]
+    assert _subset(studies, None) == studies

@@ -24,12 +24,12 @@ SUMMARY_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "CE-micro-F
 
 
 def _subset(studies: list, sizes: dict | None) -> list:
-    """The first N studies of each split (the loader's order), or all when sizes is empty."""
-    if not sizes:
-        return studies
-    out = []
-    for split, n in sizes.items():
-        out += [s for s in studies if s.split == split][: n]
+    """The first N studies (the loader's order) of each split named in `sizes`; other splits whole."""
+    sizes, seen, out = sizes or {}, {}, []
+    for s in studies:
+        seen[s.split] = seen.get(s.split, 0) + 1
+        if s.split not in sizes or seen[s.split] <= sizes[s.split]:
+            out.append(s)
     return out
 
 
