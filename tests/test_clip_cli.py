@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from cxrgen.cli import main
+from cxrgen.config import load_config
 from cxrgen.retrieval import recall_at_k
 
 REPORTS = [
@@ -132,15 +133,19 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"data: r2gen:{root}\noutput: {tmp_path / 'out'}\nseeds: [0]\nbootstrap: 20\nclip: {{dir: {trained}}}\n"
                    f"generator: {{config: {base}, train: {{epochs: 1}}}}\n"
-                   "conditions:\n  ce: {}\n  ce+dir0.5: {directional_weight: 0.5}\n  retrieval: {retrieval: true}\n")
+                   "conditions:\n  ce: {}\n  ce+dir0.5: {directional_weight: 0.5}\n"
+                   "  ce+scst: {init: ce, train: {lr: 1.0e-4}, scst_weight: 1.0, scst_max_len: 12}\n"
+                   "  retrieval: {retrieval: true}\n")
     assert main(["experiment", str(exp)]) == 0
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert all(f"| {name} |" in summary for name in ("ce", "ce+dir0.5", "retrieval"))
+    assert all(f"| {name} |" in summary for name in ("ce", "ce+dir0.5", "ce+scst", "retrieval"))
     run = tmp_path / "out" / "runs" / "ce+dir0.5-s0"
     assert "train/directional_loss_epoch" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     saved = (run / "config.yaml").read_text()
     assert "d_model: 32" in saved and "epochs: 1" in saved  # the base file, then the inline change
     assert len((run / "predictions.jsonl").read_text().splitlines()) == 4  # the 4 test studies
+    scst = load_config(tmp_path / "out" / "runs" / "ce+scst-s0" / "config.yaml").train  # SCST fine-tunes CE
+    assert (scst.init_from, scst.lr, scst.epochs) == (str(tmp_path / "out" / "runs" / "ce-s0" / "model"), 1e-4, 1)
     before = (run / "predictions.jsonl").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["experiment", str(exp)]) == 0  # finished runs are reused, not retrained

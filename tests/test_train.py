@@ -165,6 +165,25 @@ def test_finetune_mode_two_steps(manifest, tmp_path):
     assert any(k.startswith("encoder.") for k in model.state_dict())
 
 
+def test_init_from_starts_at_the_checkpoint_weights_and_vocabulary(run, manifest, tmp_path, capsys):
+    """`train.init_from` (SCST after CE): the new run's first step starts from the old model, with
+    its tokenizer even when this run's settings would build another; a different model is refused."""
+    from cxrgen.train import build_datamodule
+
+    torch.set_num_threads(1)
+    old_model, old_tok, old_cfg, _ = load_checkpoint(run / "model")
+    studies = load_studies(f"manifest:{manifest}")
+    cfg = load_config(None, TINY + ["train.min_token_freq=6", f"train.init_from={run / 'model'}"])
+    _, tok, model, _ = build_datamodule(cfg, studies, tmp_path / "cache")
+    assert tok.pieces == old_tok.pieces and model.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), old_model.state_dict().values()))
+    fresh = build_datamodule(load_config(None, TINY + ["train.min_token_freq=6"]), studies, tmp_path / "cache")[1]
+    assert len(fresh) != len(old_tok)  # so the vocabulary above really came from the checkpoint
+
+    cfg = load_config(None, TINY + ["model.d_model=64", f"train.init_from={run / 'model'}"])
+    with pytest.raises(UserError, match="different model config"):
+        build_datamodule(cfg, studies, tmp_path / "cache")
+
 def test_config_overrides_and_errors(tmp_path):
     cfg = load_config(None, ["model.d_model=64", "train.lr=1e-3", "decode.beam_size=5", "model.encoder_weights=/w.pth"])
     assert (cfg.model.d_model, cfg.train.lr, cfg.decode.beam_size, cfg.model.encoder_weights) == (64, 1e-3, 5, "/w.pth")

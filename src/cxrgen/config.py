@@ -53,6 +53,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model in place (GPU; pays a one-off compile time)
     seed: int = 42
     min_token_freq: int = 2  # tokenizer vocabulary: WordPieces seen at least this often in training reports
+    init_from: str | None = None  # a model folder to start from (e.g. SCST after CE); its vocabulary is kept
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cxrgen.atomic import atomic_write_text
-from cxrgen.checkpoint import save_checkpoint
+from cxrgen.checkpoint import load_checkpoint, save_checkpoint
 from cxrgen.config import Config
 from cxrgen.data.cache import ImageCache
 from cxrgen.data.studies import Study
@@ -493,8 +493,15 @@ def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta
     studies = [s for s in studies if target_text(s) and s.frontal is not None]
     assign_splits(studies)
     splits = _split_studies(studies, {s.id for s in studies})
-    tokenizer = ReportTokenizer.build([target_text(s) for s in splits["train"]], min_freq=tc.min_token_freq)
-    model = ReportModel(mc, len(tokenizer))
+    if tc.init_from:  # warm start: the checkpoint's weights and the vocabulary they were trained with
+        model, tokenizer, init_config, _ = load_checkpoint(tc.init_from)
+        if init_config.model != mc:
+            raise UserError(f"train.init_from: {tc.init_from} has a different model config "
+                            f"({init_config.model}) from this run's ({mc})")
+        model.train()
+    else:
+        tokenizer = ReportTokenizer.build([target_text(s) for s in splits["train"]], min_freq=tc.min_token_freq)
+        model = ReportModel(mc, len(tokenizer))
     if tc.mode == "frozen":
         model.encoder.requires_grad_(False)
     return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta), tokenizer, model, splits
