@@ -1,7 +1,7 @@
 """Report generation speed: single-study latency (greedy and beam 3) and batched throughput.
 
 Usage: .venv/bin/python bench/generate_speed.py --model runs/NAME/model --data phantom:DIR
-           [--split test] [--n 8] [--batch-size 16] [--threads 2] [--device cpu] [--json OUT]
+           [--split test] [--n 8] [--batch-size 16] [--threads 2] [--device cpu] [--json OUT] [--profile]
 
 Latency is `ReportGenerator.generate(frontal, lateral)` end to end (resize, encoder on both
 views, decoding, attention map), i.e. what one web request costs, median over `--n` studies.
@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--run", help="a `cxrgen train` output folder: report its training samples/s")
     p.add_argument("--json")
+    p.add_argument("--profile", action="store_true", help="also print where beam-3 latency goes (cProfile)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -91,6 +92,13 @@ def main() -> None:
         if isinstance(value, (int, float)) and key != "studies":
             print(f"| {key} | {fmt(value)} |")
     write_json(args.json, results)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(latency, gen, pairs, 3)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
 if __name__ == "__main__":
