@@ -114,6 +114,10 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
     torch.save({"weight": torch.zeros(2)}, bad)
     with pytest.raises(UserError, match="not an open_clip"):
         load_clip(bad)
+    pickled = tmp_path / "with_objects.pt"  # e.g. a training checkpoint that kept its argparse options
+    torch.save({"state_dict": {}, "args": UserError("any object")}, pickled)
+    with pytest.raises(UserError, match="Python objects besides tensors"):
+        load_clip(pickled)
     (tmp_path / "dir").mkdir()
     with pytest.raises(UserError, match="no config.json"):
         load_clip(tmp_path / "dir")

@@ -198,3 +198,29 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(files, tmp_path, comma
     partial = [p for p in (tmp_path / "out").rglob("*")
                if p.is_file() and (p.stat().st_size == limit or ".tmp" in p.name)]
     assert not partial, partial
+
+
+def test_kill_during_generate_exits_cleanly_and_leaves_no_temporary(files, tmp_path):
+    """SIGTERM (`kill`, a job scheduler's stop) unwinds like Ctrl-C: exit 130, no traceback, and
+    neither the half-written predictions file nor its temporary stays behind."""
+    import time
+
+    with open(tmp_path / "many.csv", "w", newline="") as out:  # enough test studies to take a few seconds
+        w = csv.writer(out)
+        w.writerow(["id", "image", "text", "split"])
+        w.writerows([f"s{i}", str(files["root"] / "3.png"), "Heart normal.", "test"] for i in range(3000))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "cxrgen.cli", "generate", "--model", str(files["model"]),
+                             "--data", f"manifest:{tmp_path / 'many.csv'}", "--split", "test",
+                             "--output", str(out_dir / "preds.jsonl")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(out_dir.glob(".*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "generate finished before it could be stopped: give it more studies"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
+    assert list(out_dir.iterdir()) == []

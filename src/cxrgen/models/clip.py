@@ -320,8 +320,13 @@ def load_open_clip_state_dict(path: Path) -> OpenClipWrapper:
     from open_clip.model import build_model_from_openai_state_dict
 
     try:
-        sd = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # not a checkpoint at all: an image, a text file, a truncated download
+        # weights_only: unpickling arbitrary objects from a downloaded file could run code
+        sd = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if "Weights only load failed" in str(e):
+            raise UserError(f"{path}: holds Python objects besides tensors, which cxrgen does not unpickle; re-save "
+                            "its state dict alone (torch.save(sd, ...)) or as .safetensors") from None
+        # not a checkpoint at all: an image, a text file, a truncated download
         raise UserError(f"{path}: not a CLIP checkpoint ({e.__class__.__name__}); give a `cxrgen clip train` folder, "
                         "a Hugging Face CLIP folder or an open_clip .pt/.safetensors file") from None
     if isinstance(sd, dict) and "state_dict" in sd:
