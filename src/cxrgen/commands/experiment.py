@@ -127,7 +127,9 @@ def _run(name: str, seed: int, cond: dict, exp: dict, studies: list, test: list,
     return preds
 
 
-def _loss_curves(out: Path, names: list[str], seeds: list[int]) -> Path | None:
+def _loss_curves(out: Path, names: list[str], seeds: list[int], start: dict[str, int]) -> Path | None:
+    """Mean training curves over seeds; a condition that starts from another's model (`start`: its
+    epochs) is drawn after them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +146,7 @@ def _loss_curves(out: Path, names: list[str], seeds: list[int]) -> Path | None:
             curves = [f.dropna(subset=[col]).groupby("epoch")[col].mean() for f in frames if col in f]
             if curves:
                 mean = pd.concat(curves, axis=1).mean(axis=1)
-                ax.plot(mean.index + 1, mean.values, marker="o", label=name)
+                ax.plot(mean.index + 1 + start.get(name, 0), mean.values, marker="o", label=name)
                 ax.set_title(col + " (mean over seeds)")
                 ax.set_xlabel("epoch")
     for ax in axes:
@@ -236,7 +238,10 @@ def _experiment(args) -> int:
         scorer.close()
     per_run.save(out / "eval_per_run")
     pooled.save(out / "eval_pooled")
-    _loss_curves(out, [n for n in names if not (exp["conditions"][n] or {}).get("retrieval")], seeds)
+    conds = {n: exp["conditions"][n] or {} for n in names}
+    start = {n: json.loads((out / "runs" / f"{c['init']}-s{seeds[0]}" / "train_summary.json").read_text())["epochs_run"]
+             for n, c in conds.items() if c.get("init")}
+    _loss_curves(out, [n for n, c in conds.items() if not c.get("retrieval")], seeds, start)
     text = _summary(per_run, pooled, names, seeds, timing, exp)
     atomic_write_text(out / "summary.md", text)
     print(text)
