@@ -1,4 +1,5 @@
 """CXR-CLIP: loss known answers, hard negatives, checkpoint round trips, external checkpoint formats."""
+import argparse
 import math
 import random
 
@@ -115,7 +116,7 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not an open_clip"):
         load_clip(bad)
     pickled = tmp_path / "with_objects.pt"  # e.g. a training checkpoint that kept its argparse options
-    torch.save({"state_dict": {}, "args": UserError("any object")}, pickled)
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=1e-4)}, pickled)
     with pytest.raises(UserError, match="Python objects besides tensors"):
         load_clip(pickled)
     (tmp_path / "dir").mkdir()

@@ -323,7 +323,7 @@ def load_open_clip_state_dict(path: Path) -> OpenClipWrapper:
         # weights_only: unpickling arbitrary objects from a downloaded file could run code
         sd = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        if "Weights only load failed" in str(e):
+        if "Unsupported global" in str(e):  # torch's weights-only unpickler met a class it will not build
             raise UserError(f"{path}: holds Python objects besides tensors, which cxrgen does not unpickle; re-save "
                             "its state dict alone (torch.save(sd, ...)) or as .safetensors") from None
         # not a checkpoint at all: an image, a text file, a truncated download
