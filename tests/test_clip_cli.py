@@ -139,6 +139,7 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     assert main(["experiment", str(exp)]) == 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in ("ce", "ce+dir0.5", "ce+scst", "retrieval"))
+    assert "| words | distinct reports | train CPU s/run |" in summary
     run = tmp_path / "out" / "runs" / "ce+dir0.5-s0"
     assert "train/directional_loss_epoch" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     saved = (run / "config.yaml").read_text()

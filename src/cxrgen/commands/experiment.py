@@ -159,13 +159,13 @@ def _loss_curves(out: Path, names: list[str], seeds: list[int], start: dict[str,
     return path
 
 
-def _summary(per_run, pooled, names: list[str], seeds: list[int], timing: dict, exp: dict) -> str:
+def _summary(per_run, pooled, systems: dict, names: list[str], seeds: list[int], timing: dict, exp: dict) -> str:
     lines = [f"# CLIP ablation: {exp['data']}", "",
              f"Seeds {seeds}; subset {exp.get('subset')}; generator {exp.get('generator')}.", "",
              "Mean +- std over seeds (test split). p: two-sided paired bootstrap against `ce`, pooled over "
              "studies x seeds.", "",
-             "| condition | " + " | ".join(SUMMARY_METRICS) + " | train CPU s/run |",
-             "|---" * (len(SUMMARY_METRICS) + 2) + "|"]
+             "| condition | " + " | ".join(SUMMARY_METRICS) + " | words | distinct reports | train CPU s/run |",
+             "|---" * (len(SUMMARY_METRICS) + 4) + "|"]
     for name in names:
         cells = []
         for m in SUMMARY_METRICS:
@@ -175,8 +175,12 @@ def _summary(per_run, pooled, names: list[str], seeds: list[int], timing: dict, 
                 p = pooled.p_values[m].get(f"ce vs {name}", pooled.p_values[m].get(f"{name} vs ce"))
                 cell += f" (p={p:.3f})"
             cells.append(cell)
+        runs = [systems[f"{name}@s{s}"] for s in seeds]  # the reports themselves: length and variety
+        cells.append(f"{np.mean([np.mean([len(r.split()) for r in run.values()]) for run in runs]):.1f}")
+        cells.append(f"{np.mean([len(set(run.values())) for run in runs]):.0f}")
         t = timing.get(name)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {t:.0f} |" if t else f"| {name} | " + " | ".join(cells) + " | - |")
+        cells.append(f"{t:.0f}" if t else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Per-class CheXpert F1 (pooled over seeds):", ""]
     f1 = pooled.per_class["f1"].unstack(0)[names] if "f1" in pooled.per_class else None
     if f1 is not None:
@@ -242,7 +246,7 @@ def _experiment(args) -> int:
     start = {n: json.loads((out / "runs" / f"{c['init']}-s{seeds[0]}" / "train_summary.json").read_text())["epochs_run"]
              for n, c in conds.items() if c.get("init")}
     _loss_curves(out, [n for n, c in conds.items() if not c.get("retrieval")], seeds, start)
-    text = _summary(per_run, pooled, names, seeds, timing, exp)
+    text = _summary(per_run, pooled, systems, names, seeds, timing, exp)
     atomic_write_text(out / "summary.md", text)
     print(text)
     print(f"written to {out}")
