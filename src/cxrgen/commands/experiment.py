@@ -146,7 +146,8 @@ def _loss_curves(out: Path, names: list[str], seeds: list[int], start: dict[str,
             curves = [f.dropna(subset=[col]).groupby("epoch")[col].mean() for f in frames if col in f]
             if curves:
                 mean = pd.concat(curves, axis=1).mean(axis=1)
-                ax.plot(mean.index + 1 + start.get(name, 0), mean.values, marker="o", label=name)
+                ax.plot(mean.index + 1 + start.get(name, 0), mean.values, marker="o", label=name,
+                        color=f"C{names.index(name)}")  # one colour per condition in every panel
                 ax.set_title(col + " (mean over seeds)")
                 ax.set_xlabel("epoch")
     for ax in axes:
