@@ -22,6 +22,22 @@ def _run(argv: list[str]) -> None:
         raise UserError(f"stage `cxrgen {argv[0]}` failed (exit {code}); fix the message above and rerun `make demo`")
 
 
+def set_stale_run_aside(run: Path, config_path: str, epochs: int | None) -> None:
+    """Move RUN to RUN.stale-TIME when it was trained with another config (an older default, other
+    --epochs): reusing it would show old results under the new settings, deleting it loses work."""
+    from cxrgen.config import load_config
+
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        return
+    wanted = load_config(config_path, [f"train.epochs={epochs}"] if epochs else [])
+    if load_config(saved) == wanted:
+        return
+    aside = run.with_name(f"{run.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.rename(aside)
+    print(f"{run} was trained with a different config; moved it to {aside} and training afresh", flush=True)
+
+
 def _demo(args) -> int:
     from cxrgen.results_page import write_results_page
 
@@ -32,6 +48,7 @@ def _demo(args) -> int:
     if not (phantom / "annotation.json").exists():
         cmd = ["data", "phantom", "--out", str(phantom), "--size", str(args.size)]
         _run(cmd + (["--limit", str(args.limit)] if args.limit else []))
+    set_stale_run_aside(run, args.config, args.epochs)
     if not (run / "train_summary.json").exists():  # written last: model/ already exists after the first epoch
         cmd = ["train", "--config", args.config, "--data", f"phantom:{phantom}", "--output", str(run)]
         cmd += ["--resume"] if (run / "last.ckpt").exists() else []
