@@ -1,11 +1,12 @@
 """Training throughput (samples/s) of cxrgen's own step: frozen cached features or fine-tuning,
 cross-entropy only or cross-entropy plus the differentiable CLIP directional loss.
 
-Usage: .venv/bin/python bench/train_speed.py [--batch-size 16] [--steps 3] [--device cpu] [--json OUT]
+Usage: .venv/bin/python bench/train_speed.py [--config configs/X.yaml] [--batch-size 16] [--steps 3] [--device cpu] [--json OUT]
 
 One optimisation step = `GeneratorModule.model_step` (exactly what Lightning's training_step
-calls) + backward + AdamW. The model is the default config (EfficientNet-Lite0 at 224 px,
-d_model 256, 3 decoder layers), random weights: speed does not depend on them. Report text is
+calls) + backward + AdamW. The model is `--config`'s (without it, the built-in defaults:
+EfficientNet-Lite0 at 224 px, d_model 256, 3 decoder layers), random weights: speed does not
+depend on them. Report text is
 real IU findings; image pixels are noise. The directional loss's constant terms E_I(x) and
 E_T(r) are precomputed once per dataset (the DirectionalHook cache), and that one-off cost
 is reported too.
@@ -41,16 +42,15 @@ def reports(n: int) -> list[str]:
     return [texts[i % len(texts)] for i in range(n)]
 
 
-def build(batch_size: int, device: str = "cpu", with_clip: bool = True, image_size: int = 224) -> Setup:
+def build(batch_size: int, device: str = "cpu", with_clip: bool = True, config: str | None = None) -> Setup:
     """Model, tokenizer, one batch of each kind and (optionally) the directional hook, on `device`."""
-    from cxrgen.config import Config
+    from cxrgen.config import load_config
     from cxrgen.data.tokenizer import ReportTokenizer
     from cxrgen.models.generator import ReportModel
     from cxrgen.train import GeneratorModule
 
-    cfg = Config()
-    cfg.model.pretrained = False
-    cfg.model.image_size = image_size
+    cfg = load_config(config, ["model.pretrained=false"])
+    image_size = cfg.model.image_size
     texts = reports(batch_size)
     tok = ReportTokenizer.build(reports(2000))
     model = ReportModel(cfg.model, len(tok)).to(device)
@@ -123,8 +123,9 @@ def count_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
-def measure(batch_size: int, finetune_batch_size: int, steps: int, device: str = "cpu", fast: GpuPath = GpuPath()) -> dict:
-    s = build(batch_size, device)
+def measure(batch_size: int, finetune_batch_size: int, steps: int, device: str = "cpu", fast: GpuPath = GpuPath(),
+            config: str | None = None) -> dict:
+    s = build(batch_size, device, config=config)
     rows = {}
     for mode, bs in (("frozen", batch_size), ("finetune", finetune_batch_size)):
         if bs <= 0:
@@ -138,7 +139,7 @@ def measure(batch_size: int, finetune_batch_size: int, steps: int, device: str =
             flops = count_flops(step)
             sec = time_it(step, repeat=steps, warmup=0, device=device)
             rows[name] = {"batch_size": bs, "step_s": sec, "samples_per_s": bs / sec, "gflops": flops / sec / 1e9}
-    return {"batch_size": batch_size, "rows": rows, "clip_precompute_s_per_sample": s.precompute_s / batch_size,
+    return {"config": config or "built-in defaults", "batch_size": batch_size, "rows": rows, "clip_precompute_s_per_sample": s.precompute_s / batch_size,
             "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(), "fast_path": fast.__dict__,
             "gpu_peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None}
 
@@ -151,7 +152,7 @@ def shrink(s: Setup, n: int) -> Setup:
 
 def markdown(r: dict) -> str:
     on = [k for k, v in r["fast_path"].items() if v]
-    lines = [f"Default model config, {r['threads']} torch thread(s), median of timed steps after one warm-up step"
+    lines = [f"Model config: {r['config']}; {r['threads']} torch thread(s), median of timed steps after one warm-up step"
              + (f"; {', '.join(on)} on" if on else "") + ". GFLOP/s: matmul and convolution FLOPs of one step "
              "(torch.utils.flop_counter) over its time.", "",
              "| step | batch | s/step | samples/s | GFLOP/s |", "|---|---|---|---|---|"]
@@ -170,6 +171,7 @@ def markdown(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML config whose model to time (default: the built-in defaults)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--finetune-batch-size", type=int, default=8, help="0 skips fine-tuning")
     p.add_argument("--steps", type=int, default=3)
@@ -182,7 +184,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     fast = GpuPath(args.bf16, args.compile)
-    r = measure(args.batch_size, args.finetune_batch_size, args.steps, args.device, fast)
+    r = measure(args.batch_size, args.finetune_batch_size, args.steps, args.device, fast, args.config)
     r["machine"] = machine_facts()
     write_json(args.json, r)
     print(markdown(r))
