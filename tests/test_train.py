@@ -223,3 +223,14 @@ def test_length_buckets_keep_every_study_and_cut_padding():
     padded = lambda order: sum(max(lengths[i] for i in order[k:k + 32]) * len(order[k:k + 32])
                                for k in range(0, len(order), 32))
     assert padded(orders[0]) < 0.75 * padded(rng.permutation(1003).tolist())
+
+
+def test_sampler_weights_oversample_at_the_same_epoch_length():
+    from cxrgen.train import LengthBucketSampler
+
+    lengths = [20] * 900 + [60] * 100  # the last 100 studies stand for the abnormal ones
+    weights = [1.0] * 900 + [3.0] * 100
+    order = list(LengthBucketSampler(lengths, batch_size=16, seed=0, weights=weights))
+    assert len(order) == 1000
+    share = sum(i >= 900 for i in order) / len(order)
+    assert 0.20 < share < 0.30  # 300 / 1200 expected, against 0.10 unweighted

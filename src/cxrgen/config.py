@@ -44,6 +44,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05  # fraction of all optimizer steps spent in linear warmup
     grad_clip: float = 1.0
     cls_weight: float = 0.5  # weight of the auxiliary 14-way finding BCE loss
+    abnormal_weight: float = 1.0  # sampling weight of training studies with a positive finding (1: plain shuffle)
     label_smoothing: float = 0.0
     early_stop_margin: float = 0.05  # stop once val CE exceeds (1 + margin) x its minimum (the seed's 5% rule)
     select_metric: str = "cider"  # checkpoint selection: "cider" (greedy decodes of val) or "loss"

@@ -179,10 +179,14 @@ class LengthBucketSampler(torch.utils.data.Sampler):
     longest ~100 WordPieces) waste about 40 % of the decoder's compute on padding. Shuffle, sort
     within windows of `window` batches, cut into batches, shuffle the batches: the data and its
     randomness stay, the padding goes. Lightning calls `set_epoch`; under DDP it shards this order.
+    With `weights`, an epoch is len(lengths) draws with replacement in proportion to them instead of
+    a permutation (oversampling some studies at the same number of steps).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50,
+                 weights: list[float] | None = None):
         self.lengths, self.batch_size, self.seed, self.window, self.epoch = lengths, batch_size, seed, window, 0
+        self.weights = weights
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -192,7 +196,11 @@ class LengthBucketSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        if self.weights is None:
+            order = torch.randperm(len(self.lengths), generator=g).tolist()
+        else:
+            order = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64), len(self.lengths),
+                                      replacement=True, generator=g).tolist()
         span = self.batch_size * self.window
         batches = []
         for start in range(0, len(order), span):
@@ -255,8 +263,13 @@ class ReportDataModule(L.LightningDataModule):
                           pin_memory=torch.cuda.is_available())  # pinned host memory: async copies to the GPU
 
     def train_dataloader(self) -> DataLoader:
-        lengths = [len(t) for t in self.datasets["train"].token_ids]
-        return self._loader("train", LengthBucketSampler(lengths, self.batch_size, self.seed))
+        train = self.datasets["train"]
+        lengths = [len(t) for t in train.token_ids]
+        weights = None
+        if self.config.train.abnormal_weight != 1.0:  # columns 1.. are the findings (0 is No Finding)
+            abnormal = (train.labels[:, 1:] * train.label_mask[:, 1:]).sum(1) > 0
+            weights = np.where(abnormal, self.config.train.abnormal_weight, 1.0).tolist()
+        return self._loader("train", LengthBucketSampler(lengths, self.batch_size, self.seed, weights=weights))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
