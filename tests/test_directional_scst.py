@@ -74,3 +74,20 @@ def test_scst_hook_gives_decoder_gradients():
     grads = [p.grad for p in model.decoder.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert model.training, "the hook must restore train mode after its greedy baseline"
+
+
+def test_scst_with_a_cider_reward_needs_no_clip():
+    import pytest
+
+    from cxrgen.config import LossConfig
+    from cxrgen.errors import UserError
+    from cxrgen.losses import hooks_from_config
+
+    tok, model, batch = _setup()
+    (hook,) = hooks_from_config(LossConfig(scst_weight=1.0, reward_clip=0.0, reward_cider=1.0), studies=[])
+    assert hook.reward.clip is None and hook.image_emb == {}
+    out = hook(SimpleNamespace(model=model, tokenizer=tok), batch, logits=None)
+    out["scst_loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+    with pytest.raises(UserError, match="loss.clip"):  # the CLIP reward still asks for a CLIP
+        hooks_from_config(LossConfig(scst_weight=1.0, reward_clip=1.0), studies=[])

@@ -67,12 +67,13 @@ class DecodeConfig:
 
 @dataclass
 class LossConfig:
-    """CLIP training signals on top of cross-entropy; off unless a weight is set (needs `clip`)."""
+    """Training signals on top of cross-entropy; off unless a weight is set. `clip` is needed by the
+    directional loss and by SCST's CLIP reward, not by its CIDEr or label-F1 rewards."""
     clip: str | None = None  # a `cxrgen clip train` folder (the directional loss); SCST also reads external CLIPs
     directional_weight: float = 0.0  # lambda in L_CE + lambda * (1 - cos(dD1, dD2))
     directional_temperature: float = 1.0  # softmax temperature of the soft report fed to the text tower
     row_fraction: float = 1.0  # share of each batch's rows that get L_dir (unbiased; cheaper)
-    scst_weight: float = 0.0  # self-critical sequence training with the CLIP reward
+    scst_weight: float = 0.0  # self-critical sequence training with the reward below
     reward_clip: float = 1.0  # SCST reward = clip * directional similarity + cider * CIDEr-D + ce_f1 * label F1
     reward_cider: float = 0.0
     reward_ce_f1: float = 0.0

@@ -256,9 +256,9 @@ def hooks_from_config(cfg, studies: list) -> list:
 
     if not (cfg.directional_weight or cfg.scst_weight):
         return []
-    if not cfg.clip:
-        raise UserError("loss.directional_weight and loss.scst_weight need loss.clip: a `cxrgen clip train` folder "
-                        "(set it with --set loss.clip=DIR)")
+    if not cfg.clip and (cfg.directional_weight or cfg.reward_clip):
+        raise UserError("loss.directional_weight and SCST's CLIP reward (loss.reward_clip) need loss.clip: a "
+                        "`cxrgen clip train` folder (set it with --set loss.clip=DIR)")
     hooks = []
     if cfg.directional_weight:
         hooks.append(build_directional_hook(cfg.clip, cfg.directional_weight, studies, cfg.directional_temperature,

@@ -37,7 +37,7 @@ def sample(decoder: nn.Module, memory, bos_id: int, eos_id: int, max_len: int,
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     logp_sum = torch.zeros(B, device=device)
     cache: list = []
-    for _ in range(max_len - 1):
+    for _ in range(min(max_len, decoder.cfg.max_len) - 1):  # never past the positions the decoder has
         logits, _ = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, condition=memory.condition)
         step = (logits[:, -1].float() / temperature).index_fill(1, ids.new_tensor([bos_id]), float("-inf"))
         logp = step.log_softmax(-1)  # (B, V); never emit BOS again
@@ -54,12 +54,15 @@ def sample(decoder: nn.Module, memory, bos_id: int, eos_id: int, max_len: int,
 class Reward:
     """Per-sample reward of generated texts against references, for one batch of studies."""
 
-    def __init__(self, clip: ClipModel, weights: RewardWeights | None = None):
+    def __init__(self, clip: ClipModel | None, weights: RewardWeights | None = None):
         self.clip, self.w = clip, weights or RewardWeights()
+        if self.w.clip and clip is None:
+            raise ValueError("a CLIP reward weight needs a CLIP model")
 
     @torch.no_grad()
-    def __call__(self, texts: list[str], refs: list[str], image_emb: torch.Tensor,
+    def __call__(self, texts: list[str], refs: list[str], image_emb: torch.Tensor | None = None,
                  ref_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """image_emb (B, D) E_I(x) and ref_emb (B, D) E_T(r) are read only with a CLIP weight."""
         r = torch.zeros(len(texts))
         if self.w.clip:
             gen = self.clip.embed_texts(texts).cpu()
@@ -124,7 +127,7 @@ class SCSTHook:
             for i, e in zip(todo, self.reward.clip.embed_texts([refs[i] for i in todo]).cpu()):
                 self.ref_emb[ids[i]] = e
         ref_emb = torch.stack([self.ref_emb[s] for s in ids]) if self.reward.w.clip else None
-        img = torch.stack([self.image_emb[s] for s in ids])
+        img = torch.stack([self.image_emb[s] for s in ids]) if self.reward.w.clip else None
         r_sample = self.reward([tok.decode(s) for s in samples.tolist()], refs, img, ref_emb)
         r_greedy = self.reward([tok.decode(s) for s in base], refs, img, ref_emb)
         advantage = (r_sample - r_greedy).to(logp.device)
@@ -132,12 +135,18 @@ class SCSTHook:
         return {"scst_loss": self.weight * loss, "scst_reward": r_sample.mean().to(logp.device)}
 
 
-def build_scst_hook(clip_dir: str, weight: float, studies: list, reward_weights: RewardWeights | None = None,
+def build_scst_hook(clip_dir: str | None, weight: float, studies: list, reward_weights: RewardWeights | None = None,
                     max_len: int = 100) -> SCSTHook:
-    """Any CLIP that `load_clip` reads (SCST only needs strings) + the studies whose images it embeds once."""
+    """Any CLIP that `load_clip` reads (SCST only needs strings) + the studies whose images it embeds once.
+
+    Without a CLIP reward weight no CLIP is loaded (`clip_dir` may be None): CIDEr and label F1 need none.
+    """
     from cxrgen.models.clip import load_clip
     from cxrgen.retrieval import embed_study_images
 
+    reward_weights = reward_weights or RewardWeights()
+    if not reward_weights.clip:
+        return SCSTHook(Reward(None, reward_weights), weight, {}, max_len)
     clip = load_clip(clip_dir)
     ids, emb = embed_study_images(clip, studies)
     return SCSTHook(Reward(clip, reward_weights), weight, dict(zip(ids, emb)), max_len)
