@@ -9,15 +9,13 @@ that says which version wrote it.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_model, save_model
 
 from cxrgen import __version__
-from cxrgen.atomic import disk_full_error, is_disk_full
+from cxrgen.io import atomic_dir, finish_interrupted_swap
 from cxrgen.config import Config
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
@@ -27,45 +25,21 @@ FILES = ("config.json", "tokenizer.json", "model.safetensors", "meta.json")
 FORMAT = 1  # bump when a change makes older checkpoint folders unreadable
 
 
-def finish_interrupted_save(directory: str | Path) -> None:
-    """A kill between save_checkpoint's two renames leaves the previous folder only as .NAME.old: put it back."""
-    directory = Path(directory)
-    old = directory.with_name(f".{directory.name}.old")
-    if not directory.exists() and old.is_dir():
-        old.rename(directory)
-
-
 def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: ReportTokenizer, config: Config,
                     meta: dict[str, Any] | None = None) -> Path:
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         config.save(tmp / "config.json")
         tokenizer.save(tmp)
         save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding/head weights
         meta = {**(meta or {}), "format": FORMAT, "cxrgen_version": __version__}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-        tmp.rename(directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(e):
-            raise disk_full_error(directory, e) from e
-        raise
-    return directory
+    return Path(directory)
 
 
 def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer, Config, dict[str, Any]]:
     """(model in eval mode, tokenizer, config, meta). Raises UserError for a missing or incomplete directory."""
     directory = Path(directory)
-    finish_interrupted_save(directory)
+    finish_interrupted_swap(directory)
     if not directory.is_dir():
         raise UserError(f"model directory not found: {directory}")
     missing = [f for f in FILES if not (directory / f).is_file()]

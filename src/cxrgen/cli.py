@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from cxrgen.atomic import disk_full_error, is_disk_full
+from cxrgen.io import disk_full_error, is_disk_full
 from cxrgen.errors import UserError
 
 COMMANDS = [

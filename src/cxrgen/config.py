@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from cxrgen.atomic import atomic_write_text
+from cxrgen.io import atomic_write_text
 from cxrgen.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Batched greedy and beam-search decoding with a KV cache.
+"""Batched greedy, beam-search and sampled decoding with a KV cache.
 
 The whole batch is decoded at once: beams are flattened into the batch dimension (B * K
 rows), so one decoder call per step serves every study and every hypothesis. Beam search
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cxrgen.models.decoder import TransformerDecoder, reorder_cache
-from cxrgen.models.generator import Memory
+from cxrgen.models.decoder import Memory, TransformerDecoder, reorder_cache
 
 
 @dataclass
@@ -35,11 +34,11 @@ def ban_repeated_ngrams(ids: torch.Tensor, logp: torch.Tensor, n: int) -> torch.
 
 
 def _step(decoder: TransformerDecoder, ids: torch.Tensor, memory: Memory, cache: list, need_weights: bool,
-          no_repeat_ngram: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+          no_repeat_ngram: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (R, V) of the next token after `ids`, feeding only the newest token."""
     logits, weights = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, need_weights, memory.condition)
-    logp = logits[:, -1].float().log_softmax(-1)
-    logp[:, ids[0, 0]] = float("-inf")  # never emit BOS again (every row starts with it)
+    logp = (logits[:, -1].float() / temperature).log_softmax(-1)
+    logp = logp.index_fill(1, ids[0, :1], float("-inf"))  # never emit BOS again (every row starts with it)
     return ban_repeated_ngrams(ids, logp, no_repeat_ngram), (weights[:, -1].float() if weights is not None else None)
 
 
@@ -48,32 +47,57 @@ def _strip(row: list[int], eos_id: int) -> list[int]:
     return row[: row.index(eos_id)] if eos_id in row else row
 
 
-@torch.no_grad()
-def greedy(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, max_len: int = 100,
-           no_repeat_ngram: int = 0, return_attention: bool = False) -> GenerationOutput:
+def _unroll(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, max_len: int, choose,
+            no_repeat_ngram: int = 0, return_attention: bool = False, temperature: float = 1.0):
+    """The token-by-token loop that greedy decoding and sampling share.
+
+    `choose(logp)` picks each row's next token. Returns the ids (B, L) starting with BOS and padded
+    with EOS after the first one, the summed log p of the chosen tokens (B,), the number of tokens
+    up to and including EOS (B,), and the summed cross-attention (B, S) or None.
+    """
     B, device = memory.tokens.shape[0], memory.tokens.device
     ids = torch.full((B, 1), bos_id, dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    total = torch.zeros(B, device=device)
+    logp_sum = torch.zeros(B, device=device)
     length = torch.zeros(B, device=device)
     att = torch.zeros(memory.tokens.shape[:2], device=device) if return_attention else None
     cache: list = []
     for _ in range(min(max_len, decoder.cfg.max_len) - 1):  # never past the positions the decoder has
-        logp, w = _step(decoder, ids, memory, cache, return_attention, no_repeat_ngram)
+        logp, w = _step(decoder, ids, memory, cache, return_attention, no_repeat_ngram, temperature)
         live = ~finished
         if att is not None:
             att += w * live[:, None]  # only tokens that belong to the report
-        best, tok = logp.max(-1)
-        tok = tok.masked_fill(finished, eos_id)
-        total += best * live
+        tok = choose(logp).masked_fill(finished, eos_id)
+        chosen = logp.gather(1, tok[:, None]).squeeze(1)
+        logp_sum = logp_sum + torch.where(live, chosen, 0.0)
         length += live
         ids = torch.cat([ids, tok[:, None]], dim=1)
         finished |= tok == eos_id
         if finished.all():
             break
+    return ids, logp_sum, length, att
+
+
+@torch.no_grad()
+def greedy(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, max_len: int = 100,
+           no_repeat_ngram: int = 0, return_attention: bool = False) -> GenerationOutput:
+    ids, total, length, att = _unroll(decoder, memory, bos_id, eos_id, max_len, lambda logp: logp.max(-1).indices,
+                                      no_repeat_ngram, return_attention)
     length = length.clamp(min=1)
     return GenerationOutput([_strip(r, eos_id) for r in ids.tolist()], total / length,
                             att / length[:, None] if att is not None else None)
+
+
+def sample(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, max_len: int,
+           temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial samples with their summed log-probabilities, differentiable (SCST).
+
+    Returns ids (B, L) without BOS, padded with EOS after the first EOS, and log p (B,) of each
+    sequence up to and including its EOS.
+    """
+    pick = lambda logp: torch.multinomial(logp.detach().exp(), 1).squeeze(1)
+    ids, logp_sum, _, _ = _unroll(decoder, memory, bos_id, eos_id, max_len, pick, temperature=temperature)
+    return ids[:, 1:], logp_sum
 
 
 @torch.no_grad()

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from cxrgen.data.reports import sentence_starts
+
 # CheXpert's 14 observations, in CheXpert's column order.
 CONDITIONS: tuple[str, ...] = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity",
@@ -128,7 +130,6 @@ _ANATOMY: tuple[tuple[str, str, str, int | None], ...] = (
 # One alternation behind a single word boundary: the engine tries the terms only at word starts.
 _TERM_RE = re.compile(r"\b(?:" + "|".join(rf"(?P<t{i}>{pat})" for i, (_, _, pat) in enumerate(_TERMS)) + r")\b")
 _ANATOMY_RES = tuple(re.compile(pat) for _, _, pat, _ in _ANATOMY)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|\s(?=\d\.\s)")
 # Clause breaks stop the reach of a cue: "no effusion, but small pneumothorax".
 _CLAUSE_BREAK = re.compile(r";|\b(?:but|however|although|though|whereas|while|except|other than|aside from|apart from|besides|with the exception of|which|otherwise)\b|\band (?:there|the|a|an)\b")
 _UNCERTAIN_PRE = re.compile(
@@ -204,7 +205,7 @@ class _Report:
     def __init__(self, text: str):
         self.text = _ANONYMISED.sub("____", text)
         self.lower = self.text.lower()
-        self.starts = [0] + [m.end() for m in _SENTENCE_END.finditer(self.lower)]
+        self.starts = sentence_starts(self.lower)
         self.breaks = sorted({m.start() for m in _CLAUSE_BREAK.finditer(self.lower)})
 
     def mention(self, finding: str, observation: str | None, start: int, end: int, fixed: int | None) -> Mention:

@@ -8,23 +8,22 @@ baseline for the directional loss.
 from __future__ import annotations
 
 import logging
-import re
 
 import torch
 from tqdm.auto import tqdm
 
+from cxrgen.data.images import ImageError, load_image
+from cxrgen.data.reports import hard_negative, split_sentences
+from cxrgen.data.specs import load_studies
 from cxrgen.data.studies import Study
-from cxrgen.losses import hard_negative
+from cxrgen.errors import UserError
 from cxrgen.models.clip import ClipModel
 
 _logger = logging.getLogger(__name__)
-_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+")
 
 
 def embed_study_images(clip: ClipModel, studies: list[Study], batch_size: int = 32) -> tuple[list[str], torch.Tensor]:
     """CLIP embeddings of each study's frontal image; studies without a readable one are skipped (warned)."""
-    from cxrgen.data.images import ImageError, load_image
-
     size, ids, out, batch = clip.image_size, [], [], []
     for s in tqdm(studies, desc="embedding images", unit="study", disable=None):
         try:
@@ -60,7 +59,7 @@ def retrieve_reports(clip: ClipModel, studies_train: list[Study], studies_query:
         raise ValueError(f"unit must be 'report' or 'sentence', got {unit!r}")
     reports = [s.findings.strip() for s in studies_train if s.findings.strip()]
     if unit == "sentence":
-        corpus = list(dict.fromkeys(x.strip() for r in reports for x in _SENT_SPLIT.split(r) if x.strip()))
+        corpus = list(dict.fromkeys(x for r in reports for x in split_sentences(r)))
     else:
         corpus = list(dict.fromkeys(reports))
     if not corpus:
@@ -74,6 +73,15 @@ def retrieve_reports(clip: ClipModel, studies_train: list[Study], studies_query:
         else:
             out[sid] = " ".join(corpus[i] for i in sims.topk(min(k, len(corpus))).indices.tolist())
     return out
+
+
+def retrieve_split(clip: ClipModel, data: str, split: str, k: int = 1) -> dict[str, str]:
+    """`retrieve_reports` for every study of one split of a dataset spec, from its training split:
+    the nearest training report (k=1) or the top-k training sentences."""
+    if k < 1:
+        raise UserError(f"--k must be at least 1, got {k}")
+    return retrieve_reports(clip, load_studies(data, "train"), load_studies(data, split), k=k,
+                            unit="sentence" if k > 1 else "report")
 
 
 def recall_at_k(image_emb: torch.Tensor, text_emb: torch.Tensor, ks=(1, 5, 10)) -> dict[str, float]:
@@ -110,7 +118,7 @@ def negation_probe(clip: ClipModel, reports: list[str] | None = None, image_emb:
     Returns:
         template_cos: mean cosine between a template sentence and its negation/side flip (lower is better;
             untrained MiniLM ~0.7-0.97).
-        report_cos: mean cosine between a report and its hard negative (`cxrgen.losses.hard_negative`).
+        report_cos: mean cosine between a report and its hard negative (`cxrgen.data.reports.hard_negative`).
         image_prefers_true: with image embeddings of the reports' studies, the fraction of studies whose
             image is closer to its own report than to the report's hard negative (0.5 = blind to polarity).
     """

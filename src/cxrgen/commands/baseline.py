@@ -1,25 +1,19 @@
 """`cxrgen baseline NAME`: a trivial baseline's predictions for a split, as {"id", "report"} JSONL."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from cxrgen.atomic import atomic_open
 from cxrgen.evaluate.baselines import BASELINES
 
 
 def _run(args) -> int:
-    from cxrgen.commands.eval import split_reports
+    from cxrgen.data.specs import reference_reports
     from cxrgen.evaluate.baselines import build_baseline
+    from cxrgen.io import write_predictions
 
-    references = split_reports(args.dataset, args.split)
-    train = list(split_reports(args.dataset, "train").values())
+    references = reference_reports(args.dataset, args.split)
+    train = list(reference_reports(args.dataset, "train").values())
     reports = build_baseline(args.name, train, list(references.values()), seed=args.seed, min_count=args.min_count)
-    out = Path(args.output)
-    with atomic_open(out, "w", encoding="utf-8") as f:
-        for sid, report in zip(references, reports):
-            f.write(json.dumps({"id": sid, "report": report}) + "\n")
-    print(f"wrote {len(reports)} {args.name} predictions to {out}")
+    write_predictions(dict(zip(references, reports)), args.output)
+    print(f"wrote {len(reports)} {args.name} predictions to {args.output}")
     return 0
 
 

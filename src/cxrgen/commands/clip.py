@@ -1,41 +1,23 @@
 """`cxrgen clip train|eval|probe|retrieve`: train the chest X-ray CLIP, measure it, retrieve reports with it.
 
-The work is in `cxrgen.clip_training` and `cxrgen.retrieval`; torch is imported inside the handlers
+The work is in `cxrgen.training.clip` and `cxrgen.retrieval`; torch is imported inside the handlers
 so that every other `cxrgen` command starts without it.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
-
-from cxrgen.atomic import atomic_write_text
-from cxrgen.errors import UserError
 
 
 def _train(args) -> int:
-    import torch
-
-    from cxrgen.clip_training import cache_features, evaluate_clip, load_run_config, study_pairs, train_clip
-    from cxrgen.models.clip import ClipConfig, CXRClip
+    from cxrgen.training.clip import load_run_config, study_pairs, train_clip_run
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
     if args.no_hard_negatives:
         overrides["hard_negatives"] = False
     run = load_run_config(args.config, overrides)
-    torch.manual_seed(run.train.seed)
-    clip = CXRClip(ClipConfig(**run.model))
-    train_studies, train_feats = cache_features(clip, study_pairs(args.data, "train"))
-    test_studies, test_feats = cache_features(clip, study_pairs(args.data, "test"))
-    before = evaluate_clip(clip, test_studies, test_feats)
-    history = train_clip(clip, train_feats, [s.findings for s in train_studies], run.train)
-    after = evaluate_clip(clip, test_studies, test_feats)
-    out = clip.save(args.output)
-    metrics = {"data": args.data, "config": dataclasses.asdict(run), "history": history,
-               "test_before": before, "test_after": after}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    print(_table({"before training": before, "after training": after}))
-    print(f"CLIP saved to {out}")
+    _, metrics = train_clip_run(run, study_pairs(args.data, "train"), study_pairs(args.data, "test"), args.output, args.data)
+    print(_table({"before training": metrics["test_before"], "after training": metrics["test_after"]}))
+    print(f"CLIP saved to {args.output}")
     return 0
 
 
@@ -49,7 +31,7 @@ def _table(rows: dict[str, dict]) -> str:
 
 
 def _eval(args) -> int:
-    from cxrgen.clip_training import evaluate_clip, study_pairs
+    from cxrgen.training.clip import evaluate_clip, study_pairs
     from cxrgen.models.clip import CXRClip, load_clip
 
     clip = load_clip(args.clip)
@@ -68,7 +50,7 @@ def _eval(args) -> int:
 
 
 def _probe(args) -> int:
-    from cxrgen.clip_training import study_pairs
+    from cxrgen.training.clip import study_pairs
     from cxrgen.models.clip import ClipConfig, CXRClip, load_clip
 
     clip = load_clip(args.clip) if args.clip else CXRClip(ClipConfig(), pretrained=False).eval()
@@ -80,31 +62,15 @@ def _probe(args) -> int:
     return 0
 
 
-def run_retrieval(clip_dir: str, data: str, split: str, output: str, k: int = 1) -> int:
-    """Nearest training report (k=1) or top-k training sentences per study of `split` -> JSONL for `cxrgen eval`."""
-    from cxrgen.data.datasets import load_studies
-    from cxrgen.models.clip import load_clip
-    from cxrgen.retrieval import retrieve_reports
-
-    if not data or not output:
-        raise UserError("retrieval needs --data SPEC and --output PREDICTIONS.jsonl")
-    if k < 1:
-        raise UserError(f"--k must be at least 1, got {k}")
-    clip = load_clip(clip_dir)
-    preds = retrieve_reports(clip, load_studies(data, "train"), load_studies(data, split), k=k,
-                             unit="sentence" if k > 1 else "report")
-    write_predictions(preds, output)
-    print(f"{len(preds)} retrieved reports written to {output}")
-    return 0
-
-
 def _retrieve(args) -> int:
-    return run_retrieval(args.clip, args.data, args.split, args.output, args.k)
+    from cxrgen.io import write_predictions
+    from cxrgen.models.clip import load_clip
+    from cxrgen.retrieval import retrieve_split
 
-
-def write_predictions(preds: dict[str, str], path: str | Path) -> None:
-    """JSONL {id, report}: the format `cxrgen generate` writes and `cxrgen eval` reads (atomic)."""
-    atomic_write_text(path, "".join(json.dumps({"id": k, "report": v}) + "\n" for k, v in preds.items()))
+    preds = retrieve_split(load_clip(args.clip), args.data, args.split, args.k)
+    write_predictions(preds, args.output)
+    print(f"{len(preds)} retrieved reports written to {args.output}")
+    return 0
 
 
 def register(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cxrgen.data.datasets import LAYOUTS, check_studies, dataset_stats, read_layout
+from cxrgen.data.specs import LAYOUTS, check_studies, dataset_stats, read_layout
 from cxrgen.data.studies import Problem
 
 

@@ -7,6 +7,8 @@ so an interrupted demo resumes.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,10 +16,15 @@ from cxrgen.errors import UserError
 
 
 def _run(argv: list[str]) -> None:
-    from cxrgen.cli import main
-
+    """One stage, run exactly as a user would type it (`python -m cxrgen.cli ...`), its output streamed."""
     print(f"\n$ cxrgen {' '.join(argv)}", flush=True)
-    code = main(argv)
+    stage = subprocess.Popen([sys.executable, "-m", "cxrgen.cli", *argv])
+    try:
+        code = stage.wait()
+    except BaseException:  # Ctrl-C or a kill: stop the stage too, so its atomic writes clean up
+        stage.terminate()
+        stage.wait()
+        raise
     if code:
         raise UserError(f"stage `cxrgen {argv[0]}` failed (exit {code}); fix the message above and rerun `make demo`")
 
@@ -39,7 +46,7 @@ def set_stale_run_aside(run: Path, config_path: str, epochs: int | None) -> None
 
 
 def _demo(args) -> int:
-    from cxrgen.results_page import write_results_page
+    from cxrgen.evaluate.results_page import write_results_page
 
     out = Path(args.out)
     phantom, run = out / "phantom", out / "run"

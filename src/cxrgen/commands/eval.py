@@ -5,64 +5,14 @@ per_sample.csv, per_class.csv and metrics.png into --output. A system is named b
 """
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from cxrgen.errors import UserError
-
-log = logging.getLogger(__name__)
-
-
-def jsonl_rows(path: Path, expected: str) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) of each non-blank line; `expected` describes a line for the error messages."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): JSON may hold a raw U+2028
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; give a JSONL file of {expected} lines") from None
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be {expected}") from None
-
-
-def read_predictions(path: Path) -> dict[str, str]:
-    """{id: report} from a JSONL file of {"id": ..., "report": ...} lines."""
-    if not path.is_file():
-        raise UserError(f"predictions file not found: {path}")
-    preds: dict[str, str] = {}
-    for n, row in jsonl_rows(path, '{"id": ..., "report": ...}'):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)) or not isinstance(row.get("report"), str):
-            raise UserError(f'{path}:{n}: each line must be {{"id": "...", "report": "..."}}')
-        sid = str(row["id"])
-        if sid in preds:
-            raise UserError(f"{path}:{n}: duplicate id {sid!r}")
-        preds[sid] = row["report"]
-    if not preds:
-        raise UserError(f'{path}: no predictions (empty file); write it with `cxrgen generate --data SPEC --output '
-                        f'{path}` or give one {{"id": ..., "report": ...}} line per study')
-    return preds
-
-
-def split_reports(spec: str, split: str) -> dict[str, str]:
-    """{study id: findings} of one split of a dataset spec (studies without findings are left out)."""
-    from cxrgen.data.datasets import load_studies
-
-    studies = load_studies(spec, split)
-    refs = {s.id: s.findings for s in studies if s.findings.strip()}
-    if not refs:
-        raise UserError(f"{spec}: no studies with findings in split {split!r}")
-    if len(refs) < len(studies):
-        log.warning("%s %s: %d studies without findings left out", spec, split, len(studies) - len(refs))
-    return refs
 
 
 def _run(args) -> int:
     from cxrgen.evaluate.nlg import NLGScorer
+    from cxrgen.io import read_predictions
 
     if args.bootstrap < 1:
         raise UserError("--bootstrap must be at least 1")
@@ -76,12 +26,13 @@ def _run(args) -> int:
 
 
 def _evaluate(args, systems: dict[str, dict[str, str]], scorer) -> int:
+    from cxrgen.data.specs import reference_reports
     from cxrgen.evaluate.baselines import BASELINES, build_baseline
     from cxrgen.evaluate.report import evaluate_systems
 
-    references = split_reports(args.dataset, args.split)
+    references = reference_reports(args.dataset, args.split)
     if args.with_baselines:
-        train = list(split_reports(args.dataset, "train").values())
+        train = list(reference_reports(args.dataset, "train").values())
         ids, refs = list(references), list(references.values())
         for name in BASELINES:
             if name in systems:

@@ -2,13 +2,8 @@
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
 
-from cxrgen.atomic import atomic_open
 from cxrgen.errors import UserError
-
-_logger = logging.getLogger(__name__)
 
 
 def _single(gen, args, decode: dict) -> int:
@@ -31,48 +26,51 @@ def _single(gen, args, decode: dict) -> int:
 
 
 def _split(gen, args, decode: dict) -> int:
-    from tqdm.auto import tqdm
-
-    from cxrgen.data.datasets import load_studies
-    from cxrgen.data.images import ImageError, load_image
+    from cxrgen.data.specs import load_studies
+    from cxrgen.inference import generate_for_studies
+    from cxrgen.io import write_jsonl
 
     if not args.output:
         raise UserError("--data needs --output PREDICTIONS.jsonl")
     studies = [s for s in load_studies(args.data, args.split) if s.frontal is not None and s.frontal.path]
     if not studies:
         raise UserError(f"no studies with a frontal image in {args.data} (split {args.split})")
-    size = gen.config.model.image_size
-    out_path = Path(args.output)
-    skipped, written = 0, 0
-    with atomic_open(out_path) as f, tqdm(total=len(studies), desc="generating", unit="study", disable=None) as bar:
-        for start in range(0, len(studies), args.batch_size):
-            ids, fronts, lats = [], [], []
-            for s in studies[start:start + args.batch_size]:
-                try:
-                    fronts.append(load_image(s.frontal.path, size))
-                    lats.append(load_image(s.lateral.path, size) if s.lateral and s.lateral.path else None)
-                    ids.append(s.id)
-                except ImageError as e:
-                    skipped += 1
-                    _logger.warning("skipping study %s: %s", s.id, e)
-            if ids:
-                for sid, out in zip(ids, gen.generate_batch(fronts, lats, return_attention=False, **decode)):
-                    f.write(json.dumps({"id": sid, "report": out["report"]}) + "\n")
-                    written += 1
-            bar.update(len(studies[start:start + args.batch_size]))
-    print(f"{written} predictions written to {out_path}" + (f" ({skipped} studies skipped: unreadable image)" if skipped else ""))
+    skipped = []
+
+    def rows():
+        for s, out in generate_for_studies(gen, studies, args.batch_size, **decode):
+            if out is None:
+                skipped.append(s.id)
+            else:
+                yield {"id": s.id, "report": out["report"]}
+
+    written = write_jsonl(args.output, rows())
+    print(f"{written} predictions written to {args.output}"
+          + (f" ({len(skipped)} studies skipped: unreadable image)" if skipped else ""))
+    return 0
+
+
+def _retrieval(args) -> int:
+    """CXR-RePaiR-style baseline (cxrgen.retrieval): nearest training report(s) in CLIP space."""
+    from cxrgen.io import write_predictions
+    from cxrgen.models.clip import load_clip
+    from cxrgen.retrieval import retrieve_split
+
+    if not args.clip:
+        raise UserError("--method retrieval needs --clip DIR")
+    if not args.data or not args.output:
+        raise UserError("retrieval needs --data SPEC and --output PREDICTIONS.jsonl")
+    preds = retrieve_split(load_clip(args.clip), args.data, args.split, args.k)
+    write_predictions(preds, args.output)
+    print(f"{len(preds)} retrieved reports written to {args.output}")
     return 0
 
 
 def _generate(args) -> int:
-    from cxrgen.models.generator import ReportGenerator
+    from cxrgen.inference import ReportGenerator
 
-    if args.method == "retrieval":  # CXR-RePaiR-style baseline (cxrgen.retrieval)
-        from cxrgen.commands.clip import run_retrieval
-
-        if not args.clip:
-            raise UserError("--method retrieval needs --clip DIR")
-        return run_retrieval(args.clip, args.data, args.split, args.output, args.k)
+    if args.method == "retrieval":
+        return _retrieval(args)
     if not args.model:
         raise UserError("--model is required (or use --method retrieval --clip DIR)")
     if bool(args.image) == bool(args.data):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cxrgen.atomic import atomic_open
+from cxrgen.io import atomic_open, read_jsonl
 from cxrgen.errors import UserError
 from cxrgen.labeler import CONDITIONS, label
 
@@ -20,23 +20,18 @@ def _read(path: Path) -> list[dict]:
     """Rows of a .csv or .jsonl file, as dicts."""
     if not path.is_file():
         raise UserError(f"input file not found: {path}")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = []
+        for n, row in read_jsonl(path, "a JSON object"):
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{n}: each JSONL line must be an object, got {type(row).__name__}")
+            rows.append(row)
+        return rows
     try:
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
-            rows = []
-            with open(path, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        row = json.loads(line)
-                        if not isinstance(row, dict):
-                            raise UserError(f"{path}:{n}: each JSONL line must be an object, got {type(row).__name__}")
-                        rows.append(row)
-            return rows
         with open(path, newline="", encoding="utf-8-sig") as f:
             return list(csv.DictReader(f))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     except (UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{path}: cannot read as {'JSONL' if path.suffix.lower() == '.jsonl' else 'CSV'} ({e})") from None
+        raise UserError(f"{path}: cannot read as CSV ({e})") from None
 
 
 def _write(path: Path, rows: list[dict], columns: list[str]) -> None:

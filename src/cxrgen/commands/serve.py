@@ -38,7 +38,7 @@ def _is_loopback(host: str) -> bool:
 
 def load_services(model_dir: Path, clip_path: Path | None):
     """Load the generator (and the similar-case search) once; bad paths become UserErrors."""
-    from cxrgen.models.generator import ReportGenerator
+    from cxrgen.inference import ReportGenerator
     from cxrgen.serve.similar import SimilarCases
 
     generator = ReportGenerator.from_pretrained(model_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cxrgen.atomic import atomic_write_text
+from cxrgen.io import atomic_write_text
 from cxrgen.errors import UserError
 
 
@@ -28,10 +28,10 @@ def register(subparsers) -> None:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    from cxrgen.commands.eval import jsonl_rows
+    from cxrgen.io import read_jsonl
 
     rows = []
-    for n, row in jsonl_rows(path, '{"id": ..., "report": ...}'):
+    for n, row in read_jsonl(path, '{"id": ..., "report": ...}'):
         if not isinstance(row, dict) or not isinstance(row.get("report"), str):
             raise UserError(f'{path}:{n}: expected an object with a "report" string')
         rows.append({"id": row.get("id", n), "report": row["report"]})

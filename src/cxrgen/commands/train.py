@@ -6,8 +6,8 @@ from pathlib import Path
 
 def _train(args) -> int:
     from cxrgen.config import load_config
-    from cxrgen.data.datasets import load_studies
-    from cxrgen.train import fit
+    from cxrgen.data.specs import load_studies
+    from cxrgen.training.fit import fit
 
     overrides = list(args.set)
     for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"), ("mode", "train.mode"),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cxrgen.atomic import atomic_open
+from cxrgen.io import atomic_open, atomic_write_text
 from cxrgen.data.images import ImageError, load_image
 from cxrgen.data.studies import Study
 
@@ -85,9 +85,7 @@ class ImageCache:
             for p in directory.glob("shard_*"):
                 p.unlink()
         if not index_path.exists() or json.loads(index_path.read_text()) != index:
-            tmp = index_path.with_name(f"index.json.{os.getpid()}.tmp")  # atomic: DDP ranks only read a whole index
-            tmp.write_text(json.dumps(index))
-            os.replace(tmp, index_path)
+            atomic_write_text(index_path, json.dumps(index))  # DDP ranks only ever read a whole index
         n_shards = (len(studies) + shard_size - 1) // shard_size
         todo = [i for i in range(n_shards) if not (directory / f"{_shard_name(i)}.npy").exists()]
         jobs = [(str(directory), i, index["sources"][i * shard_size:(i + 1) * shard_size], size) for i in todo]

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FRONTAL_VIEWS = ("PA", "AP")
 LATERAL_VIEWS = ("LL", "LATERAL", "RL")
 
 

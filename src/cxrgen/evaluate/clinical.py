@@ -40,6 +40,14 @@ def ce_counts(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.stack([pred & ref, pred & ~ref, ~pred & ref], axis=-1).astype(float)
 
 
+def sample_f1(predictions: Sequence[str], references: Sequence[str], label_fn: LabelFn = label_many) -> np.ndarray:
+    """(N,) F1 of each prediction's positive findings against its reference's (1 when both have none):
+    the per-study clinical score, e.g. an SCST reward."""
+    tp, fp, fn = ce_counts(label_texts(predictions, label_fn), label_texts(references, label_fn)).sum(1).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tp + fp + fn == 0, 1.0, 2 * tp / (2 * tp + fp + fn))
+
+
 def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.nan_to_num(tp / (tp + fp))

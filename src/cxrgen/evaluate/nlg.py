@@ -45,6 +45,21 @@ def clean(text: str) -> str:
     return clean_report_r2gen(text or "")
 
 
+def cider(predictions: list[str], references: list[str], cleaned: bool = False) -> np.ndarray:
+    """Per-sample CIDEr-D (pycocoevalcap), document frequencies from these references; the corpus
+    CIDEr is the mean. The one CIDEr: evaluation, checkpoint selection and the SCST reward use it.
+    Texts are cleaned as R2Gen cleans them unless `cleaned` says they already are."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        return np.zeros(0)
+    if not cleaned:
+        predictions, references = [clean(p) for p in predictions], [clean(r) for r in references]
+    _, scores = Cider().compute_score({i: [r] for i, r in enumerate(references)},
+                                      {i: [p] for i, p in enumerate(predictions)})
+    return np.asarray(scores, dtype=float)
+
+
 @dataclass
 class NLGSamples:
     """Per-sample statistics of one system against its references (N samples, fixed order).
@@ -153,12 +168,11 @@ class NLGScorer:
         gts = {i: [r] for i, r in enumerate(refs)}
         res = {i: [h] for i, h in enumerate(hyps)}
         _, rouge = Rouge().compute_score(gts, res)
-        _, cider = Cider().compute_score(gts, res)
         return NLGSamples(
             bleu_counts=counts,
             meteor_stats=self._meteor_stats(hyps, refs),
             rouge=np.asarray(rouge, dtype=float),
-            cider=np.asarray(cider, dtype=float),
+            cider=cider(hyps, refs, cleaned=True),
             bleu_sentence=np.array(sentence, dtype=float).T,
         )
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cxrgen.atomic import atomic_open, atomic_write_text
+from cxrgen.io import atomic_open, atomic_write_text
 from cxrgen.errors import UserError
 from cxrgen.evaluate.bootstrap import paired_p_value, percentile_ci, resample_weights
 from cxrgen.evaluate.clinical import CE_METRICS, LabelFn, ce_counts, ce_metrics, label_texts, per_class_table

@@ -1,5 +1,6 @@
-"""Models: image encoders, the transformer decoder and the report generator built from them."""
+"""Models: image encoders, the transformer decoder and the report model built from them."""
+from cxrgen.models.decoder import Memory
 from cxrgen.models.encoders import create_encoder, list_encoders
-from cxrgen.models.generator import Memory, ReportGenerator, ReportModel
+from cxrgen.models.generator import ReportModel
 
-__all__ = ["create_encoder", "list_encoders", "Memory", "ReportGenerator", "ReportModel"]
+__all__ = ["create_encoder", "list_encoders", "Memory", "ReportModel"]

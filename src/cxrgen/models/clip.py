@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cxrgen.errors import UserError
+from cxrgen.io import atomic_dir, finish_interrupted_swap
 
 _logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
-def images_to_tensor(images: list[np.ndarray], size: int) -> torch.Tensor:
+def grey_pixels(images: list[np.ndarray], size: int) -> torch.Tensor:
     """uint8 HxW grayscale arrays -> (N, 1, size, size) floats in [0, 1], the cxrgen encoders' input."""
     out = []
     for img in images:
@@ -68,7 +67,7 @@ def images_to_tensor(images: list[np.ndarray], size: int) -> torch.Tensor:
 
 def clip_pixels(images: list[np.ndarray], size: int) -> torch.Tensor:
     """uint8 HxW arrays -> (N, 3, size, size) normalised as OpenAI CLIP expects (external checkpoints)."""
-    x = images_to_tensor(images, size).expand(-1, 3, -1, -1)
+    x = grey_pixels(images, size).expand(-1, 3, -1, -1)
     return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
 
@@ -171,7 +170,7 @@ class CXRClip(nn.Module):
 
     @torch.no_grad()
     def encode_images(self, images: list[np.ndarray], batch_size: int = 32) -> torch.Tensor:
-        feats = [self.image_features(images_to_tensor(images[i:i + batch_size], self.cfg.image_size).to(self.device))
+        feats = [self.image_features(grey_pixels(images[i:i + batch_size], self.cfg.image_size).to(self.device))
                  for i in range(0, len(images), batch_size)]
         return self.encode_image_features(torch.cat(feats))
 
@@ -220,19 +219,11 @@ class CXRClip(nn.Module):
 
     # --- checkpoints ----------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
-        """Write config.json + model.safetensors atomically (temp dir, then rename)."""
-        out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".clip-", dir=out_dir.parent))
-        (tmp / "config.json").write_text(json.dumps({"cxrgen_clip": asdict(self.cfg)}, indent=2))
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
-        if out_dir.exists():
-            for f in ("config.json", "model.safetensors"):
-                os.replace(tmp / f, out_dir / f)
-            tmp.rmdir()
-        else:
-            os.replace(tmp, out_dir)
-        return out_dir
+        """Write config.json + model.safetensors atomically (a temporary folder swapped into place)."""
+        with atomic_dir(out_dir) as tmp:
+            (tmp / "config.json").write_text(json.dumps({"cxrgen_clip": asdict(self.cfg)}, indent=2))
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
+        return Path(out_dir)
 
     @classmethod
     def load(cls, path: str | Path) -> CXRClip:
@@ -351,6 +342,7 @@ def load_clip(path: str | Path) -> ClipModel:
     or an open_clip/OpenAI state-dict file (.pt/.pth/.bin/.safetensors).
     """
     path = Path(path)
+    finish_interrupted_swap(path)
     if not path.exists():
         raise UserError(f"CLIP checkpoint not found: {path}")
     if path.is_file():

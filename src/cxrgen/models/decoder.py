@@ -18,6 +18,22 @@ Cache = list[dict[str, torch.Tensor]]  # one dict per layer: self_k/self_v (grow
 
 
 @dataclass
+class Memory:
+    """What the decoder attends to."""
+    tokens: torch.Tensor  # (B, S, d_model), S = prefix + 2 * n_patches
+    mask: torch.Tensor  # (B, S) bool, True = real token (False for an absent lateral view)
+    cls_logits: torch.Tensor  # (B, 14) auxiliary finding classifier
+    n_patches: int  # tokens per view (a square grid)
+    prefix: int  # leading non-image tokens (14 label-state tokens with label_prefix)
+    condition: torch.Tensor | None = None  # (B, d_model) added to every decoder input position (the label states)
+
+    def repeat(self, k: int) -> Memory:
+        """Each row repeated k times (row-major), for beam search."""
+        r = lambda t: None if t is None else t.repeat_interleave(k, dim=0)
+        return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix, r(self.condition))
+
+
+@dataclass
 class DecoderConfig:
     vocab_size: int
     d_model: int = 256

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from pathlib import Path
 
 from cxrgen.data.studies import ImageRef, Problem, Study
+from cxrgen.io import read_jsonl
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "frontal")
 TEXT_COLUMNS = ("text", "report", "findings")
@@ -36,19 +36,12 @@ def hash_split(study_id: str) -> str:
 
 def _read_rows(path: Path, problems: list[Problem]):
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for line, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    problems.append(Problem(f"{path}:{line}", f"malformed JSON line ({e.msg})"))
-                    continue
-                if not isinstance(row, dict):
-                    problems.append(Problem(f"{path}:{line}", "JSON line is not an object"))
-                    continue
-                yield line, row
+        bad = lambda line, reason: problems.append(Problem(f"{path}:{line}", reason))
+        for line, row in read_jsonl(path, "a JSON object", on_bad_line=bad):
+            if not isinstance(row, dict):
+                bad(line, "JSON line is not an object")
+                continue
+            yield line, row
         return
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)

@@ -19,6 +19,7 @@ from cxrgen.data.phantom.anatomy import frontal, lateral, sample_patient
 from cxrgen.data.phantom.findings import ADJUSTERS, DRAWERS, adjust, from_mentions, observations
 from cxrgen.data.studies import Study
 from cxrgen.errors import UserError
+from cxrgen.io import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 INTERNAL = 192  # views are drawn at most at this size, then upsampled: 7x fewer pixels than 512 (20 studies/s needs it)
@@ -155,9 +156,7 @@ def build_phantom(out: Path, size: int = 512, seed: int = 0, limit: int | None =
     for s in studies:
         ann[s.split].append({"id": s.id, "report": s.findings, "image_path": [f"{s.id}/0.png", f"{s.id}/1.png"],
                              "split": s.split})
-    tmp = out / "annotation.json.tmp"
-    tmp.write_text(json.dumps(ann))
-    tmp.replace(out / "annotation.json")
+    atomic_write_text(out / "annotation.json", json.dumps(ann))
     counts = {k: len(v) for k, v in ann.items()}
     counts.update(studies=len(studies), images=2 * len(studies), findings_drawn=drawn)
     _logger.info("phantom set written to %s: %s", out, counts)

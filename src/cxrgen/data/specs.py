@@ -136,3 +136,14 @@ def dataset_stats(studies: list[Study]) -> dict:
         "vocabulary_wordpieces": len({p for s in with_findings for p in wp.tokenize(s.findings)}),
         "deid_tokens_XXXX": sum(s.report.count("XXXX") for s in studies),
     }
+
+
+def reference_reports(spec: str, split: str) -> dict[str, str]:
+    """{study id: findings} of one split of a dataset spec (studies without findings are left out)."""
+    studies = load_studies(spec, split)
+    refs = {s.id: s.findings for s in studies if s.findings.strip()}
+    if not refs:
+        raise UserError(f"{spec}: no studies with findings in split {split!r}")
+    if len(refs) < len(studies):
+        log.warning("%s %s: %d studies without findings left out", spec, split, len(studies) - len(refs))
+    return refs

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from cxrgen.atomic import atomic_write_text, disk_full_error, is_disk_full
-from cxrgen.checkpoint import finish_interrupted_save
+from cxrgen.io import atomic_write_text, disk_full_error, finish_interrupted_swap, is_disk_full
 from cxrgen.config import Config, load_config
 from cxrgen.errors import UserError
 
@@ -73,7 +72,7 @@ class SaveLast(L.Callback):
 def check_resume(config: Config, output: Path, resume: bool) -> Path | None:
     """OUTPUT/last.ckpt to resume from (None for a fresh run); refuse anything that could clobber a run."""
     last = output / "last.ckpt"
-    finish_interrupted_save(output / "model")  # the best model so far, if a kill hit its replacement
+    finish_interrupted_swap(output / "model")  # the best model so far, if a kill hit its replacement
     if not resume:
         if last.exists() or (output / "model").exists():
             raise UserError(f"{output} already holds a training run; add --resume to continue it, "

@@ -1,4 +1,4 @@
-"""Training and evaluating the chest X-ray CLIP (used by `cxrgen clip` and `cxrgen experiment`).
+"""Training and evaluating the chest X-ray CLIP (used by `cxrgen clip` and experiments).
 
 Training runs on cached features: the image backbone is frozen, so each frontal image goes
 through it once; each step trains the image projection MLP, the text projection, the last
@@ -7,14 +7,25 @@ MiniLM layer(s) and the temperature. That fits a 2-core CPU.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from cxrgen.config import read_yaml
+from cxrgen.data.images import ImageError, load_image
+from cxrgen.data.reports import hard_negative
+from cxrgen.data.specs import load_studies
 from cxrgen.errors import UserError
+from cxrgen.io import atomic_write_text
+from cxrgen.losses import clip_loss
+from cxrgen.models.clip import ClipConfig, CXRClip, grey_pixels
+from cxrgen.retrieval import negation_probe, recall_at_k
 
 _logger = logging.getLogger(__name__)
 
@@ -37,9 +48,6 @@ class ClipRunConfig:
 
 
 def load_run_config(path: str | None, overrides: dict | None = None) -> ClipRunConfig:
-    from cxrgen.config import read_yaml
-    from cxrgen.models.clip import ClipConfig
-
     raw = read_yaml(path) if path else {}
     unknown = set(raw) - {"model", "train"}
     if unknown:
@@ -55,8 +63,6 @@ def load_run_config(path: str | None, overrides: dict | None = None) -> ClipRunC
 
 def study_pairs(spec: str, split: str) -> list:
     """Studies of one split that have both a frontal image path and findings text."""
-    from cxrgen.data.datasets import load_studies
-
     studies = [s for s in load_studies(spec, split) if s.frontal is not None and s.frontal.path and s.findings.strip()]
     if not studies:
         raise UserError(f"no {split} studies with a frontal image and findings in {spec}")
@@ -66,11 +72,6 @@ def study_pairs(spec: str, split: str) -> list:
 @torch.no_grad()
 def cache_features(clip, studies: list, batch_size: int = 32) -> tuple[list, torch.Tensor]:
     """Frozen backbone features (N, C) of each study's frontal image; unreadable images skipped (warned)."""
-    from tqdm.auto import tqdm
-
-    from cxrgen.data.images import ImageError, load_image
-    from cxrgen.models.clip import images_to_tensor
-
     kept, feats, batch = [], [], []
     for i, s in enumerate(tqdm(studies, desc="image features", unit="study", disable=None)):
         try:
@@ -79,17 +80,13 @@ def cache_features(clip, studies: list, batch_size: int = 32) -> tuple[list, tor
         except ImageError as e:
             _logger.warning("skipping study %s: %s", s.id, e)
         if batch and (len(batch) == batch_size or i == len(studies) - 1):
-            feats.append(clip.image_features(images_to_tensor(batch, clip.image_size).to(clip.device)))
+            feats.append(clip.image_features(grey_pixels(batch, clip.image_size).to(clip.device)))
             batch = []
     return kept, torch.cat(feats)
 
 
 def train_clip(clip, feats: torch.Tensor, texts: list[str], cfg: ClipTrainConfig) -> list[dict]:
     """Symmetric InfoNCE (+ hard negatives) on cached image features. Returns per-epoch history."""
-    from tqdm.auto import tqdm
-
-    from cxrgen.losses import clip_loss, hard_negative
-
     rng, gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     heads = [*clip.visual.proj.parameters(), *clip.text.proj.parameters(), clip.logit_scale]
     head_ids = {id(p) for p in heads}
@@ -128,11 +125,26 @@ def train_clip(clip, feats: torch.Tensor, texts: list[str], cfg: ClipTrainConfig
 @torch.no_grad()
 def evaluate_clip(clip, studies: list, feats: torch.Tensor | None = None) -> dict:
     """Test-split recall@1/5/10 both ways and the negation probe (text side and image-grounded)."""
-    from cxrgen.retrieval import negation_probe, recall_at_k
-
     if feats is None:
         studies, feats = cache_features(clip, studies)
     texts = [s.findings for s in studies]
     img = clip.encode_image_features(feats.to(clip.device))
     txt = clip.embed_texts(texts)
     return {"n": len(studies), **recall_at_k(img, txt), **negation_probe(clip, texts, img)}
+
+
+def train_clip_run(run: ClipRunConfig, train: list, test: list, output: str | Path, data: str) -> tuple[CXRClip, dict]:
+    """Train a CXR-CLIP on the `train` studies, measure it on `test` before and after, and save it
+    to OUTPUT with metrics.json. Returns the trained CLIP (eval mode) and the metrics."""
+    torch.manual_seed(run.train.seed)
+    clip = CXRClip(ClipConfig(**run.model))
+    train, train_feats = cache_features(clip, train)
+    test, test_feats = cache_features(clip, test)
+    before = evaluate_clip(clip, test, test_feats)
+    history = train_clip(clip, train_feats, [s.findings for s in train], run.train)
+    after = evaluate_clip(clip, test, test_feats)
+    out = clip.save(output)
+    metrics = {"data": data, "config": dataclasses.asdict(run), "history": history,
+               "test_before": before, "test_after": after}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return clip.eval(), metrics

@@ -1,0 +1,158 @@
+"""`fit`: train a report generator on PyTorch Lightning.
+
+Two modes (config `train.mode`):
+  frozen    the encoder runs once over every study; its tokens are stored (float16, memory-mapped)
+            and only the projection, classifier and decoder train. Fast on a CPU.
+  finetune  end to end, images from the preprocessed ImageCache, encoder at `train.encoder_lr`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from cxrgen.checkpoint import load_checkpoint, save_checkpoint
+from cxrgen.config import Config
+from cxrgen.data.loader import assign_splits, split_studies
+from cxrgen.data.reports import target_text
+from cxrgen.data.studies import Study
+from cxrgen.data.tokenizer import ReportTokenizer
+from cxrgen.errors import UserError
+from cxrgen.io import atomic_write_text
+from cxrgen.models.generator import ReportModel
+from cxrgen.training.callbacks import MarginEarlyStopping, SaveBest, TrainThroughput
+from cxrgen.training.datamodule import ReportDataModule
+from cxrgen.training.hooks import hooks_from_config
+from cxrgen.training.module import ExtraLoss, GeneratorModule
+from cxrgen.training.resume import SaveLast, check_resume, merge_csv_log, set_csv_log_aside
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    best_metric: str
+    best_value: float | None
+    best_epoch: int | None
+    epochs_run: int
+    train_samples_per_s: float
+
+
+def plot_loss_curve(metrics_csv: Path, out_png: Path) -> None:
+    """Epoch-level train and val loss (and val CIDEr when present) from Lightning's CSV log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(metrics_csv)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for col, label in (("train/ce_loss_epoch", "train CE"), ("val/ce_loss", "val CE")):
+        if col in df:
+            s = df[["epoch", col]].dropna()
+            ax.plot(s["epoch"], s[col], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    if "val/cider" in df:
+        s = df[["epoch", "val/cider"]].dropna()
+        ax2 = ax.twinx()
+        ax2.plot(s["epoch"], s["val/cider"], color="tab:green", linestyle="--", label="val CIDEr")
+        ax2.set_ylabel("val CIDEr (greedy)")
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta: dict | None = None
+                     ) -> tuple[ReportDataModule, ReportTokenizer, ReportModel, dict[str, list[Study]]]:
+    """Tokenizer, model and data module; the caches are built when Lightning calls `prepare_data`.
+
+    The vocabulary comes from every training report with a frontal image: the model must exist
+    before the caches do, so a study whose frontal later fails to decode still lends its words
+    (`setup` then leaves it out of the datasets).
+    """
+    mc, tc = config.model, config.train
+    if tc.mode not in ("frozen", "finetune"):
+        raise UserError(f"train.mode must be 'frozen' or 'finetune', got {tc.mode!r}")
+    studies = [s for s in studies if target_text(s) and s.frontal is not None]
+    assign_splits(studies)
+    splits = split_studies(studies, {s.id for s in studies})
+    if tc.init_from:  # warm start: the checkpoint's weights and the vocabulary they were trained with
+        model, tokenizer, init_config, _ = load_checkpoint(tc.init_from)
+        if init_config.model != mc:
+            raise UserError(f"train.init_from: {tc.init_from} has a different model config "
+                            f"({init_config.model}) from this run's ({mc})")
+        model.train()
+    else:
+        tokenizer = ReportTokenizer.build([target_text(s) for s in splits["train"]], min_freq=tc.min_token_freq)
+        model = ReportModel(mc, len(tokenizer))
+    if tc.mode == "frozen":
+        model.encoder.requires_grad_(False)
+    return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta), tokenizer, model, splits
+
+
+def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: str | Path | None = None,
+        accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1, strategy: str = "auto",
+        extra_losses: list[ExtraLoss] | None = None, limit_train_batches: int | float | None = None,
+        resume: bool = False) -> TrainResult:
+    """Train a report generator; the best checkpoint (by `train.select_metric`) goes to OUTPUT/model.
+
+    OUTPUT also receives config.yaml (resolved), last.ckpt (after every epoch; `resume=True`
+    continues from it), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png and train_summary.json.
+    Image and feature caches go to `cache_dir` (default OUTPUT/../.cache)
+    and are reused by later runs on the same data.
+    """
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    output = Path(output)
+    last = check_resume(config, output, resume)
+    output.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir else output.parent / ".cache"
+    config.save(output / "config.yaml")
+    tc = config.train
+    L.seed_everything(tc.seed, workers=True)
+    monitor, mode = ("val/cider", "max") if tc.select_metric == "cider" else ("val/ce_loss", "min")
+    if tc.select_metric not in ("cider", "loss"):
+        raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
+    meta = {"seed": tc.seed, "select_metric": monitor}  # the data module's setup adds the study counts
+    dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)
+    if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
+        extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
+    module = GeneratorModule(model, tokenizer, config, extra_losses)
+    save_best = SaveBest(output / "model", monitor, mode, meta)
+    speed = TrainThroughput()
+    precision = tc.precision if tc.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
+    steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
+    metrics_csv = output / "csv" / "metrics.csv"
+    if last is not None:
+        set_csv_log_aside(metrics_csv)
+    trainer = L.Trainer(
+        max_epochs=tc.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        precision=precision, gradient_clip_val=tc.grad_clip or None, enable_checkpointing=False,
+        num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps_per_epoch)), default_root_dir=output,
+        logger=[CSVLogger(output, name="csv", version=""), TensorBoardLogger(output, name="tb", version="")],
+        callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed,
+                   SaveLast(output / "last.ckpt", metrics_csv)],
+        limit_train_batches=limit_train_batches, enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=last)
+    if trainer.is_global_zero:
+        if not (output / "model").exists():  # no validation pass ran: keep the last weights
+            save_checkpoint(output / "model", model, tokenizer, config, meta)
+        merge_csv_log(metrics_csv)
+        if metrics_csv.exists():
+            plot_loss_curve(metrics_csv, output / "loss_curve.png")
+    result = TrainResult(output / "model", monitor, save_best.best, save_best.best_epoch, trainer.current_epoch,
+                         speed.samples / max(speed.seconds, 1e-9))
+    atomic_write_text(output / "train_summary.json", json.dumps({k: str(v) if isinstance(v, Path) else v
+                                                                for k, v in result.__dict__.items()}, indent=2))
+    return result
