@@ -25,7 +25,7 @@ from cxrgen.io import atomic_open, atomic_write_text
 from cxrgen.data.images import ImageError, load_image
 from cxrgen.data.studies import Study
 
-log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 
 def _shard_name(i: int) -> str:
@@ -52,7 +52,7 @@ def _build_shard(args) -> tuple[int, int]:
                 valid[i, v] = True
             except ImageError as e:
                 failed += 1
-                log.debug("cache: skipping %s", e)
+                _logger.debug("cache: skipping %s", e)
     base = Path(out_dir) / _shard_name(index)
     for suffix, data in ((".valid.npy", valid), (".npy", arr)):  # data last: its presence marks "done"
         buf = io.BytesIO()  # np.save straight to a file hides a full disk's errno; f.write keeps it
@@ -81,7 +81,7 @@ class ImageCache:
                  "sources": [_study_sources(s) for s in studies]}
         index_path = directory / "index.json"
         if index_path.exists() and json.loads(index_path.read_text()) != index:
-            log.info("cache at %s was built for other studies or size: rebuilding", directory)
+            _logger.info("cache at %s was built for other studies or size: rebuilding", directory)
             for p in directory.glob("shard_*"):
                 p.unlink()
         if not index_path.exists() or json.loads(index_path.read_text()) != index:
@@ -106,7 +106,7 @@ class ImageCache:
                 pool.shutdown()
         cache = cls(directory)
         if failed:
-            log.warning("image cache: %d image(s) could not be read and are skipped (see `cxrgen data check`)", failed)
+            _logger.warning("image cache: %d image(s) could not be read and are skipped (see `cxrgen data check`)", failed)
         return cache
 
     def _shard(self, k: int) -> tuple[np.ndarray, np.ndarray]:

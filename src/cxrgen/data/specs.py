@@ -19,7 +19,7 @@ from cxrgen.data.images import ImageError, load_image
 from cxrgen.data.studies import Problem, Study
 from cxrgen.errors import UserError
 
-log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 LAYOUTS = ("iu-xray", "openi", "r2gen", "iu-xray-r2gen", "phantom", "kaggle", "mimic", "manifest")
 
@@ -82,7 +82,7 @@ def load_studies(spec: str, split: str | None = None) -> list[Study]:
     problems: list[Problem] = []
     studies = read_layout(*parse_spec(spec), problems)
     if problems:
-        log.warning("%s: skipped %d malformed entries (run `cxrgen data check` for the list)", spec, len(problems))
+        _logger.warning("%s: skipped %d malformed entries (run `cxrgen data check` for the list)", spec, len(problems))
     if split is not None:
         studies = [s for s in studies if s.split == split]
     return studies
@@ -145,5 +145,5 @@ def reference_reports(spec: str, split: str) -> dict[str, str]:
     if not refs:
         raise UserError(f"{spec}: no studies with findings in split {split!r}")
     if len(refs) < len(studies):
-        log.warning("%s %s: %d studies without findings left out", spec, split, len(studies) - len(refs))
+        _logger.warning("%s %s: %d studies without findings left out", spec, split, len(studies) - len(refs))
     return refs

@@ -18,7 +18,7 @@ from cxrgen.evaluate.clinical import LabelFn
 from cxrgen.evaluate.nlg import bleu_from_counts, clean
 from cxrgen.labeler import CONDITIONS, label_many
 
-log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 BASELINES = ("most-frequent", "best-constant", "label-oracle", "random-train")
 
@@ -84,12 +84,12 @@ def best_constant(train_reports: Sequence[str], min_count: int = 3) -> str:
     counts, raw = _templates(train_reports)
     candidates = [c for c, n in counts.items() if n >= min_count]
     if not candidates:
-        log.warning("no training report occurs %d times; searching all %d distinct reports", min_count, len(counts))
+        _logger.warning("no training report occurs %d times; searching all %d distinct reports", min_count, len(counts))
         candidates = list(counts)
     scorer = _ConstantBleu([clean(r) for r in train_reports])
     scores = {c: scorer.bleu4(c) for c in candidates}
     best = max(candidates, key=lambda c: (scores[c], counts[c]))
-    log.info("best-constant: BLEU-4 %.4f on train among %d candidates", scores[best], len(candidates))
+    _logger.info("best-constant: BLEU-4 %.4f on train among %d candidates", scores[best], len(candidates))
     return raw[best]
 
 
@@ -124,7 +124,7 @@ def label_oracle(train_reports: Sequence[str], test_reports: Sequence[str], labe
                 k_near = k
             chosen[k] = raw[groups[k_near].most_common(1)[0][0]]
         out.append(chosen[k])
-    log.info("label-oracle: %d of %d distinct test label sets had no exact training match", fallbacks, len(chosen))
+    _logger.info("label-oracle: %d of %d distinct test label sets had no exact training match", fallbacks, len(chosen))
     return out
 
 

@@ -28,7 +28,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from cxrgen.data.reports import clean_report_r2gen
 
-log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 NLG_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
@@ -188,5 +188,5 @@ class NLGScorer:
                 # `_stat` is the SCORE half of `Meteor.compute_score`; its EVAL half is meteor_from_stats.
                 cache[h, r] = np.array(self._meteor._stat(h, [r]).split(), dtype=float)
             rows.append(cache[h, r])
-        log.debug("METEOR aligned %d distinct pairs for %d samples", len(cache), len(rows))
+        _logger.debug("METEOR aligned %d distinct pairs for %d samples", len(cache), len(rows))
         return np.stack(rows)

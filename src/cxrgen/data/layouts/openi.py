@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cxrgen.data.studies import ImageRef, Problem, Study
 
-log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 # Normalise the DICOM View Position strings of the IU metadata to PA / AP / LL.
 _VIEW_NAMES = {"PA": "PA", "AP": "AP", "LL": "LL", "LATERAL": "LL", "RL": "LL", "LARGE LATERAL": "LL"}
