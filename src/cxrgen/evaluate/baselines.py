@@ -20,7 +20,7 @@ from cxrgen.labeler import CONDITIONS, label_many
 
 _logger = logging.getLogger(__name__)
 
-BASELINES = ("most-frequent", "best-constant", "label-oracle", "random-train")
+BASELINES = ("most-frequent", "best-constant", "label-oracle", "finding-oracle", "random-train")
 
 
 def _templates(reports: Sequence[str]) -> tuple[Counter, dict[str, str]]:
@@ -62,15 +62,17 @@ class _ConstantBleu:
         self.columns = {g: np.array(v) for g, v in columns.items()}
         self.n = len(references)
 
-    def bleu4(self, candidate: str) -> float:
+    def bleu4(self, candidate: str, leave_out: bool = False) -> float:
+        """`leave_out`: the candidate is one of the references; score it against the others only."""
         length, counts = precook(candidate, 4)
         correct = np.zeros(4)
         for gram, k in counts.items():
             col = self.columns.get(gram)
             if col is not None:
-                correct[len(gram) - 1] += np.minimum(col, k).sum()
-        guess = [self.n * max(0, length - k) for k in range(4)]
-        stats = np.array([*correct, *guess, self.n * length, self.ref_len], dtype=float)
+                correct[len(gram) - 1] += np.minimum(col, k).sum() - (k if leave_out else 0)
+        n, ref_len = (self.n - 1, self.ref_len - length) if leave_out else (self.n, self.ref_len)
+        guess = [n * max(0, length - k) for k in range(4)]
+        stats = np.array([*correct, *guess, n * length, ref_len], dtype=float)
         return float(bleu_from_counts(stats)[3])
 
 
@@ -128,6 +130,48 @@ def label_oracle(train_reports: Sequence[str], test_reports: Sequence[str], labe
     return out
 
 
+def finding_set(labels) -> frozenset[str]:
+    """What a phantom image shows: the positive or uncertain observations, No Finding excluded."""
+    return frozenset(c for c in CONDITIONS if c != "No Finding" and labels.get(c) in (1, -1))
+
+
+def finding_oracle(train_reports: Sequence[str], test_reports: Sequence[str], label_fn: LabelFn = label_many) -> list[str]:
+    """A perfect image reader on phantom data: for each test study, the consensus training report of its finding set.
+
+    Phantom images carry a report's positive and uncertain findings, not its wording nor which
+    normal statements it makes, so "one good report per finding set" is the most any image reader
+    can write; this is that ceiling. It cheats on purpose: it reads the test reports' findings.
+    The consensus report of a set is the set's training report with the highest BLEU-4 against the
+    set's other training reports. Where no training report has the exact set, it takes the set that
+    differs in the fewest observations (ties: the set shared by more training reports).
+    """
+    cleaned = [clean(r) for r in train_reports]
+    _, raw = _templates(train_reports)
+    groups: dict[frozenset, list[str]] = defaultdict(list)
+    for c, lab in zip(cleaned, label_fn(list(train_reports))):
+        groups[finding_set(lab)].append(c)
+    group_keys = list(groups)
+    consensus: dict[frozenset, str] = {}
+    fallbacks = 0
+    out = []
+    for lab in label_fn(list(test_reports)):
+        k = finding_set(lab)
+        if k not in groups:
+            fallbacks += 1
+            k = min(group_keys, key=lambda g: (len(g ^ k), -len(groups[g])))
+        if k not in consensus:
+            members = groups[k]
+            if len(members) == 1:
+                consensus[k] = members[0]
+            else:
+                scorer = _ConstantBleu(members)
+                consensus[k] = max(dict.fromkeys(members), key=lambda c: scorer.bleu4(c, leave_out=True))
+        out.append(raw[consensus[k]])
+    _logger.info("finding-oracle: %d of %d test studies had no training report with their exact finding set",
+                 fallbacks, len(out))
+    return out
+
+
 def random_train(train_reports: Sequence[str], n: int, seed: int = 0) -> list[str]:
     """n training reports drawn uniformly with replacement from a seeded generator."""
     picks = np.random.default_rng(seed).integers(0, len(train_reports), size=n)
@@ -146,6 +190,8 @@ def build_baseline(name: str, train_reports: Sequence[str], test_reports: Sequen
         return [best_constant(train_reports, min_count)] * n
     if name == "label-oracle":
         return label_oracle(train_reports, test_reports, label_fn)
+    if name == "finding-oracle":
+        return finding_oracle(train_reports, test_reports, label_fn)
     if name == "random-train":
         return random_train(train_reports, n, seed)
     raise ValueError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")

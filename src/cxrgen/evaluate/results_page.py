@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from cxrgen import DISCLAIMER
+from cxrgen.io import atomic_write_text, read_predictions
 
 MAIN_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
@@ -29,7 +30,7 @@ def write_results_page(out: Path, phantom: Path, run: Path, predictions: Path, e
     metrics = json.loads((evaluation / "metrics.json").read_text())
     annotation = json.loads((phantom / "annotation.json").read_text())
     refs = {s["id"]: s for s in annotation.get("test", [])}
-    preds = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+    preds = [{"id": k, "report": v} for k, v in read_predictions(predictions).items()]
     rel = lambda p: html.escape(os.path.relpath(p, out))
     cards = []
     for p in preds[:: max(1, len(preds) // samples)][:samples]:
@@ -59,7 +60,5 @@ baselines are printed beside the model on purpose.</p>
 <h2>Sample test studies</h2>{''.join(cards)}
 </body></html>"""
     path = out / "index.html"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    atomic_write_text(path, page)
     return path
