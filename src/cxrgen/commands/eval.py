@@ -53,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", help="split to score against (default test)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--with-baselines", action="store_true",
-                   help="add most-frequent, best-constant, label-oracle and random-train (built from the train split)")
+                   help="add most-frequent, best-constant, label-oracle, finding-oracle and random-train (built from the train split)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap and random-train seed (default 0)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.set_defaults(func=_run)
