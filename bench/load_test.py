@@ -41,28 +41,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt, machine_facts, write_json  # noqa: E402
 
+from cxrgen.testing import random_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = Path(os.environ.get("CXRGEN_SHARED_DATA", REPO.parent / "shared" / "data")) / "iu_xray" / "smoke" / "images"
-
-
-TINY = {"model": {"encoder": "resnet18", "pretrained": False, "image_size": 128, "d_model": 32, "n_layer": 1,
-                  "n_head": 2, "max_len": 24}, "decode": {"beam_size": 1, "max_len": 20}}
-
-
-def random_model(directory: Path, size: str) -> Path:
-    """The default config ("default") or a tiny one ("tiny") with random weights, saved as a checkpoint."""
-    import torch
-
-    from cxrgen.checkpoint import save_checkpoint
-    from cxrgen.config import Config
-    from cxrgen.data.iu import load_iu_reports
-    from cxrgen.data.tokenizer import ReportTokenizer
-    from cxrgen.models.generator import ReportModel
-
-    cfg = Config() if size == "default" else Config.from_dict(TINY)
-    tokenizer = ReportTokenizer.build([s.findings for s in load_iu_reports() if s.split == "train"], min_freq=2)
-    torch.manual_seed(0)
-    return save_checkpoint(directory, ReportModel(cfg.model, len(tokenizer)), tokenizer, cfg)
 
 
 def _free_port() -> int:

@@ -31,6 +31,7 @@ from cxrgen.errors import UserError
 from cxrgen.serve.app import STATIC
 from cxrgen.serve.similar import SimilarCases
 from cxrgen.serve.worker import BatchWorker, Busy
+from cxrgen.testing import make_tiny_checkpoint
 
 
 class StandInGenerator:
@@ -109,24 +110,6 @@ def png_bomb(side: int = 100_000) -> bytes:
     rows = zlib.compress(b"\x00" * 1000)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
-
-
-def make_tiny_checkpoint(directory: Path) -> Path:
-    """A randomly initialised model saved through the real checkpoint code (a few MB, seconds on a CPU)."""
-    import torch
-
-    from cxrgen.checkpoint import save_checkpoint
-    from cxrgen.config import Config
-    from cxrgen.data.tokenizer import ReportTokenizer
-    from cxrgen.models.generator import ReportModel
-
-    cfg = Config.from_dict({"model": {"encoder": "resnet18", "pretrained": False, "image_size": 128, "d_model": 32,
-                                      "n_layer": 1, "n_head": 2, "max_len": 24},
-                            "decode": {"beam_size": 1, "max_len": 20}})
-    tok = ReportTokenizer.build(["The heart is normal in size. No pleural effusion or pneumothorax.",
-                                 "Mild cardiomegaly. Small left pleural effusion. The lungs are clear."])
-    torch.manual_seed(0)
-    return save_checkpoint(directory, ReportModel(cfg.model, len(tok), pretrained=False), tok, cfg)
 
 
 @pytest.fixture(scope="module")

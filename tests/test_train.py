@@ -14,13 +14,12 @@ from cxrgen.config import Config, apply_overrides, load_config
 from cxrgen.data.datasets import load_studies
 from cxrgen.errors import UserError
 from cxrgen.models.generator import ReportGenerator
+from cxrgen.testing import tiny_overrides
 from cxrgen.train import GeneratorModule, MarginEarlyStopping, collate, fit
 
 TEXTS = ["The heart is enlarged. There is a small left pleural effusion.",
          "The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal."]
-TINY = ["model.encoder=resnet18", "model.pretrained=false", "model.image_size=32", "model.d_model=32",
-        "model.n_layer=1", "model.n_head=2", "model.max_len=24", "train.batch_size=4", "train.min_token_freq=1",
-        "decode.max_len=24", "train.val_decode_limit=8"]
+TINY = tiny_overrides(train={"batch_size": 4, "min_token_freq": 1, "val_decode_limit": 8}, decode={"max_len": 24})
 
 
 @pytest.fixture(scope="module")
