@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_serve import make_tiny_checkpoint
 
 from cxrgen.checkpoint import FORMAT, load_checkpoint
 from cxrgen.cli import main
+from cxrgen.testing import make_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

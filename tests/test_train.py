@@ -1,5 +1,4 @@
 """Training through the real Lightning path, checkpoints, the CLI, configs and the no-label-leak guarantee."""
-import csv
 import json
 import types
 
@@ -14,29 +13,11 @@ from cxrgen.config import Config, apply_overrides, load_config
 from cxrgen.data.datasets import load_studies
 from cxrgen.errors import UserError
 from cxrgen.models.generator import ReportGenerator
-from cxrgen.testing import tiny_overrides
+from cxrgen.testing import MANIFEST_REPORTS, tiny_training_overrides
 from cxrgen.train import GeneratorModule, MarginEarlyStopping, collate, fit
 
-TEXTS = ["The heart is enlarged. There is a small left pleural effusion.",
-         "The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal."]
-TINY = tiny_overrides(train={"batch_size": 4, "min_token_freq": 1, "val_decode_limit": 8}, decode={"max_len": 24})
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    """16 studies in a CSV manifest: bright images say cardiomegaly + effusion, dark ones are normal."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    with open(root / "m.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "image", "lateral", "text", "split"])
-        for i in range(16):
-            a = (rng.random((40, 40)) * 60 + (150 if i % 2 == 0 else 40)).astype(np.uint8)
-            Image.fromarray(a).save(root / f"{i}_f.png")
-            Image.fromarray(a.T.copy()).save(root / f"{i}_l.png")
-            split = "train" if i < 10 else "val" if i < 13 else "test"
-            w.writerow([f"s{i}", f"{i}_f.png", f"{i}_l.png" if i % 3 else "", TEXTS[i % 2], split])
-    return root / "m.csv"
+TEXTS = MANIFEST_REPORTS  # the reports of the `manifest` fixture's studies (conftest.py)
+TINY = tiny_training_overrides()
 
 
 @pytest.fixture(scope="module")
