@@ -1,7 +1,8 @@
 """HTTP API: good uploads get a report, every kind of bad upload gets a clear 4xx, the server stays up.
 
 The API layer is tested against a small deterministic stand-in generator (fast, and it lets a
-test make the model fail or block); tests/test_serve_model.py serves a real checkpoint.
+test make the model fail or block); test_real_checkpoint_end_to_end below serves a real (tiny,
+random-weight) checkpoint, as tests/test_bad_images.py and tests/test_browser.py do.
 """
 from __future__ import annotations
 
