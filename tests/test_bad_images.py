@@ -40,6 +40,7 @@ def test_corpus_is_what_it_claims(corpus):
     assert Image.open(corpus["1x1.png"]).size == (1, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPECT_REPORT))
 def test_each_file_gets_a_handled_outcome(results, corpus, name):
     row = results[name]

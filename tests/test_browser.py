@@ -23,7 +23,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "serve_page.png"
 FRONTAL, LATERAL = "CXR1900_IM-0584-1001.png", "CXR1900_IM-0584-2001.png"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install chromium")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install chromium")]
 
 
 @pytest.fixture(scope="module")

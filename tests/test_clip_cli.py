@@ -51,6 +51,7 @@ def trained(dataset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_metrics(trained):
     assert (trained / "model.safetensors").is_file() and (trained / "config.json").is_file()
     m = json.loads((trained / "metrics.json").read_text())
@@ -60,6 +61,7 @@ def test_train_writes_checkpoint_and_metrics(trained):
     assert m["test_after"]["t2i_R@10"] == 1.0  # only 4 test studies
 
 
+@pytest.mark.slow
 def test_retrieve_writes_eval_jsonl(trained, dataset, tmp_path):
     root, _ = dataset
     out = tmp_path / "preds.jsonl"
@@ -80,6 +82,7 @@ def test_retrieve_writes_eval_jsonl(trained, dataset, tmp_path):
         assert len(parts) == 2 and all(p.rstrip(".") in {s.rstrip(".") for s in sentences} for p in parts)
 
 
+@pytest.mark.slow
 def test_eval_and_probe_print_metrics(trained, dataset, capsys):
     root, _ = dataset
     assert main(["clip", "eval", "--clip", str(trained), "--data", f"r2gen:{root}", "--json"]) == 0
@@ -106,6 +109,7 @@ def test_recall_at_k_known_answers():
     assert r["i2t_R@1"] == 0.0 and r["t2i_R@1"] == 0.0 and r["i2t_R@5"] == 1.0
 
 
+@pytest.mark.slow
 def test_train_config_loss_section_adds_directional_and_scst(trained, dataset, tmp_path, capsys):
     """`loss:` in a training config switches the CLIP losses on from the CLI; they are logged per step."""
     root, _ = dataset
@@ -122,6 +126,7 @@ def test_train_config_loss_section_adds_directional_and_scst(trained, dataset, t
     assert "loss.clip" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tmp_path, capsys):
     """`cxrgen experiment`: generator = a config file plus inline changes; CE, CE + L_dir and retrieval
     over one seed give a summary row each, and a second call reuses the finished runs."""

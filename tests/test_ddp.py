@@ -85,6 +85,7 @@ def initial_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return weights_file(model_dir.parent / "init.safetensors")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     from cxrgen.data.tokenizer import ReportTokenizer
 

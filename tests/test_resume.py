@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -38,6 +39,7 @@ def csv_epochs(run) -> list[tuple[str, str]]:
         return [(float(r["epoch"]), r["val/cider"]) for r in csv.DictReader(f) if r.get("val/cider")]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted_run(manifest, tmp_path, capsys):
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
     done = subprocess.run(train_cmd(manifest, tmp_path, whole), env=ENV, capture_output=True, text=True, timeout=300)

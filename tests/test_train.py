@@ -32,6 +32,7 @@ def run(manifest, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_folder_has_checkpoint_logs_and_curve(run):
     assert all((run / "model" / f).is_file() for f in FILES)
     resolved = load_config(run / "config.yaml")
@@ -44,6 +45,7 @@ def test_run_folder_has_checkpoint_logs_and_curve(run):
     assert not list(run.glob(".model.*"))  # no temporary directories left behind
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_generate_contract(run, manifest):
     model, tok, cfg, _ = load_checkpoint(run / "model")
     gen = ReportGenerator(model, tok, cfg)
@@ -59,6 +61,7 @@ def test_checkpoint_round_trip_and_generate_contract(run, manifest):
     assert len(batch) == 2 and batch[0]["report"] == gen.generate(frontal, None, beam_size=1)["report"]
 
 
+@pytest.mark.slow
 def test_predictions_ignore_reference_labels(run, manifest):
     """Labels are training targets only: flipping them changes the loss, never the model's outputs."""
     model, tok, cfg, _ = load_checkpoint(run / "model")
@@ -77,6 +80,7 @@ def test_predictions_ignore_reference_labels(run, manifest):
     assert not torch.isclose(l1["cls_loss"], l2["cls_loss"])
 
 
+@pytest.mark.slow
 def test_label_prefix_is_teacher_forced_in_training_only(run):
     """Training feeds the reference present/absent states to the decoder; evaluation feeds the model's own."""
     model, tok, cfg, _ = load_checkpoint(run / "model")
@@ -95,6 +99,7 @@ def test_label_prefix_is_teacher_forced_in_training_only(run):
         assert torch.equal(prefix(batch), prefix(flipped))
 
 
+@pytest.mark.slow
 def test_thresholds_are_tuned_on_validation_and_decide_the_prefix(run):
     from cxrgen.train import tune_thresholds
 
@@ -115,6 +120,7 @@ def test_thresholds_are_tuned_on_validation_and_decide_the_prefix(run):
     assert model.predicted_states(logits).sum() == 0
 
 
+@pytest.mark.slow
 def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
                  "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
@@ -127,6 +133,7 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report"} for r in rows)
 
 
+@pytest.mark.slow
 def test_cli_user_errors_exit_2(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nope"), "--image", "x.png"]) == 2
     assert main(["generate", "--model", str(run / "model"), "--image", str(tmp_path / "missing.png")]) == 2
@@ -136,6 +143,7 @@ def test_cli_user_errors_exit_2(run, manifest, tmp_path, capsys):
     assert "not found" in err and "model.nonsense" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_finetune_mode_two_steps(manifest, tmp_path):
     torch.set_num_threads(1)
     cfg = load_config(None, TINY + ["train.mode=finetune", "train.epochs=1", "train.select_metric=loss"])
@@ -145,6 +153,7 @@ def test_finetune_mode_two_steps(manifest, tmp_path):
     assert any(k.startswith("encoder.") for k in model.state_dict())
 
 
+@pytest.mark.slow
 def test_init_from_starts_at_the_checkpoint_weights_and_vocabulary(run, manifest, tmp_path, capsys):
     """`train.init_from` (SCST after CE): the new run's first step starts from the old model, with
     its tokenizer even when this run's settings would build another; a different model is refused."""
