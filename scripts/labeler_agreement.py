@@ -1,6 +1,6 @@
 """Agreement of cxrgen's labeler with the CheXpert labeler's output on IU X-ray reports.
 
-Usage: python bench/labeler_agreement.py [--reference CSV] [--section findings|report]
+Usage: python scripts/labeler_agreement.py [--reference CSV] [--section findings|report]
                                          [--disagreements CLASS] [--limit N] [--audit N --seed S]
 The reference holds CheXpert-labeler labels for 3,199 IU reports; it is another labeler, not
 ground truth. Its labels were computed on the FINDINGS section only, although the file carries the
