@@ -84,7 +84,8 @@ def _loop_model():
 def _eos_model():
     """A decoder whose every step prefers token 7 (p ~ 0.40), then EOS (p ~ 0.15), then the rest."""
     torch.manual_seed(0)
-    dec = TransformerDecoder(DecoderConfig(vocab_size=V, d_model=16, n_layer=1, n_head=2, max_len=20, dropout=0.0)).eval()
+    cfg = DecoderConfig(vocab_size=V, d_model=16, n_layer=1, n_head=2, max_len=20, dropout=0.0)
+    dec = TransformerDecoder(cfg).eval()
     with torch.no_grad():  # constant logits: the final LayerNorm outputs its bias, e_0; the tied head reads column 0
         dec.ln_f.weight.zero_()
         dec.ln_f.bias.zero_()
