@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup browser demo test test-fast bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest -q
+
+# The quick subset while working: leaves out the tests marked slow (training runs, subprocesses,
+# DDP, the browser, the METEOR JVM). `make test` (CI) runs everything.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python bench/run_all.py

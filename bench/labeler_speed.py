@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from labeler_agreement import DEFAULT_REFERENCE, load_reference
-
+from cxrgen.evaluate.agreement import load_reference
 from cxrgen.labeler import label_many
+
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray" / "chexpert_labeler_iu.csv"
 
 
 def _labeler_at(rev: str):

@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,34 +39,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import fmt, machine_facts, write_json  # noqa: E402
 
+from cxrgen.testing import (aborted_upload, current_rss_mb, free_port, health_while,  # noqa: E402
+                            random_model, slow_upload)
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = Path(os.environ.get("CXRGEN_SHARED_DATA", REPO.parent / "shared" / "data")) / "iu_xray" / "smoke" / "images"
-
-
-TINY = {"model": {"encoder": "resnet18", "pretrained": False, "image_size": 128, "d_model": 32, "n_layer": 1,
-                  "n_head": 2, "max_len": 24}, "decode": {"beam_size": 1, "max_len": 20}}
-
-
-def random_model(directory: Path, size: str) -> Path:
-    """The default config ("default") or a tiny one ("tiny") with random weights, saved as a checkpoint."""
-    import torch
-
-    from cxrgen.checkpoint import save_checkpoint
-    from cxrgen.config import Config
-    from cxrgen.data.iu import load_iu_reports
-    from cxrgen.data.tokenizer import ReportTokenizer
-    from cxrgen.models.generator import ReportModel
-
-    cfg = Config() if size == "default" else Config.from_dict(TINY)
-    tokenizer = ReportTokenizer.build([s.findings for s in load_iu_reports() if s.split == "train"], min_freq=2)
-    torch.manual_seed(0)
-    return save_checkpoint(directory, ReportModel(cfg.model, len(tokenizer)), tokenizer, cfg)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -93,64 +68,6 @@ def start_server(model: Path, port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.5)
     proc.kill()
     raise SystemExit(f"server did not come up within 300 s; see {log}")
-
-
-def current_rss_mb(pid: int) -> float:
-    """Resident set size now of another process (VmRSS), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _multipart(data: bytes, boundary: str = "cxrgen-bench") -> tuple[bytes, bytes, str]:
-    """(part header, part trailer, content type) of a one-file multipart body with field 'frontal'."""
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="frontal"; filename="f.png"\r\n'
-            "Content-Type: image/png\r\n\r\n").encode()
-    return head, f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def _request_head(port: int, length: int, content_type: str) -> bytes:
-    return (f"POST /v1/reports HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
-
-
-def aborted_upload(port: int, size: int) -> None:
-    """Declare a `size`-byte image upload, send half of it, and drop the connection."""
-    head, tail, ctype = _multipart(b"")
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(_request_head(port, len(head) + size + len(tail), ctype) + head)
-        s.sendall(b"\x89PNG" + b"\0" * (size // 2))
-
-
-def slow_upload(port: int, data: bytes, seconds: float, pieces: int = 20) -> int:
-    """Send one upload in `pieces` spread over `seconds`; the HTTP status of the answer."""
-    head, tail, ctype = _multipart(data)
-    body = head + data + tail
-    step = -(-len(body) // pieces)
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
-        s.sendall(_request_head(port, len(body), ctype))
-        for i in range(0, len(body), step):
-            s.sendall(body[i:i + step])
-            time.sleep(seconds / pieces)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
-    return int(answer.split(b" ", 2)[1])
-
-
-def health_while(busy: Callable[[], object], url: str) -> tuple[object, list[float]]:
-    """Run `busy()` in a thread and time GET /healthz every 0.1 s until it returns: (its result, latencies)."""
-    with ThreadPoolExecutor(1) as pool:
-        job = pool.submit(busy)
-        latencies = []
-        with httpx.Client(timeout=30) as c:
-            while not job.done():
-                t = time.perf_counter()
-                c.get(f"{url}/healthz").raise_for_status()
-                latencies.append(time.perf_counter() - t)
-                time.sleep(0.1)
-        return job.result(), latencies
 
 
 def reliability(port: int, pid: int, frontal: bytes, aborted: int) -> dict:
@@ -205,7 +122,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_model(Path(tmp) / "model", args.random)
-        port, log = _free_port(), Path(tmp) / "server.log"
+        port, log = free_port(), Path(tmp) / "server.log"
         server = start_server(model, port, log)
         try:
             url = f"http://127.0.0.1:{port}/v1/reports"

@@ -6,8 +6,9 @@ Each benchmark is a subprocess that prints Markdown; this script adds its wall t
 RSS (from wait4, so each child's own peak) and pastes the output under a heading. Arguments are
 sized so the whole run fits `--budget` seconds on a 2-core CPU; a benchmark that would not fit
 in what is left is skipped and says so, and one that runs past its timeout is stopped and says
-so. Quality benchmarks (labeler agreement, simplify_eval, phantom probe/gallery) are not speed
-and are not run here.
+so. bench/ holds speed benchmarks only: the quality probes, figure and result scripts
+(labeler agreement, simplify_eval, the phantom probe and gallery, decoding sweeps, the bad-image
+table) live in scripts/ and are not run here.
 """
 from __future__ import annotations
 

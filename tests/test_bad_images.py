@@ -1,4 +1,4 @@
-"""The bad-image corpus (bench/bad_inputs.py, generated in tmp_path) through the CLI and the API.
+"""The bad-image corpus (cxrgen.testing, generated in tmp_path) through the CLI and the API.
 
 Broken files get one clear line (CLI, exit 2) or a 4xx with a message (API) and are listed by
 `cxrgen data check`; valid but odd images (16-bit, RGBA, palette, CMYK, MONOCHROME1, 1x1,
@@ -7,7 +7,6 @@ documented errors.
 """
 import random
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,28 +14,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_serve import make_tiny_checkpoint
 
 from cxrgen.data.images import ImageError, decode_image
 from cxrgen.serve.uploads import UploadError, decode_upload
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from bad_inputs import EXPECT_REPORT, _encode, dicom, make_corpus, outcomes, run_cli  # noqa: E402
+from cxrgen.testing import (EXPECT_REPORT, bad_image_outcomes, dicom_bytes, encode_image, make_bad_image_corpus,
+                            run_cli)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, Path]:
-    return make_corpus(tmp_path_factory.mktemp("bad") / "corpus")
+    return make_bad_image_corpus(tmp_path_factory.mktemp("bad") / "corpus")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def results(model, corpus) -> dict[str, dict]:
-    return outcomes(model, corpus, next(iter(corpus.values())).parent.parent)
+def results(tiny_model, corpus) -> dict[str, dict]:
+    return bad_image_outcomes(tiny_model, corpus, next(iter(corpus.values())).parent.parent)
 
 
 def test_corpus_is_what_it_claims(corpus):
@@ -48,6 +40,7 @@ def test_corpus_is_what_it_claims(corpus):
     assert Image.open(corpus["1x1.png"]).size == (1, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPECT_REPORT))
 def test_each_file_gets_a_handled_outcome(results, corpus, name):
     row = results[name]
@@ -64,17 +57,17 @@ def test_each_file_gets_a_handled_outcome(results, corpus, name):
         assert 400 <= status < 500 and detail
 
 
-def test_generate_names_a_bad_lateral(model, corpus):
-    code, _, err = run_cli(["generate", "--model", str(model), "--image", str(corpus["1x1.png"]),
+def test_generate_names_a_bad_lateral(tiny_model, corpus):
+    code, _, err = run_cli(["generate", "--model", str(tiny_model), "--image", str(corpus["1x1.png"]),
                             "--lateral", str(corpus["truncated.jpg"])])
     assert code == 2 and "truncated.jpg" in err and "Traceback" not in err
 
 
 def _seeds() -> dict[str, bytes]:
     noise = np.random.default_rng(0).integers(0, 256, (48, 40), np.uint8)
-    return {"png": _encode(Image.fromarray(noise), "PNG"), "jpg": _encode(Image.fromarray(noise), "JPEG"),
-            "png16": _encode(Image.fromarray(noise.astype(np.uint16) * 250), "PNG"), "dicom": dicom(),
-            "dicom1": dicom("MONOCHROME1")}
+    return {"png": encode_image(Image.fromarray(noise), "PNG"), "jpg": encode_image(Image.fromarray(noise), "JPEG"),
+            "png16": encode_image(Image.fromarray(noise.astype(np.uint16) * 250), "PNG"), "dicom": dicom_bytes(),
+            "dicom1": dicom_bytes("MONOCHROME1")}
 
 
 SEEDS = _seeds()
@@ -104,7 +97,7 @@ def test_mutated_images_raise_only_documented_errors(kind, seed):
 
 def test_dicom_with_a_corrupt_header_element():
     """pydicom parses elements lazily: an unknown VR in Columns used to escape as NotImplementedError (a 500)."""
-    good = dicom()
+    good = dicom_bytes()
     tag = b"\x28\x00\x11\x00US"  # (0028,0011) Columns, explicit VR little endian
     assert good.count(tag) == 1
     bad = good.replace(tag, b"\x28\x00\x11\x00U\xfa")

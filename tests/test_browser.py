@@ -7,19 +7,15 @@ otherwise the screenshot goes to a temporary folder, so a test run never edits t
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
-from test_serve import StandInClip, corpus, make_tiny_checkpoint
 
 from cxrgen.labeler import CONDITIONS
 from cxrgen.models.generator import ReportGenerator
 from cxrgen.serve import create_app
 from cxrgen.serve.similar import SimilarCases
+from cxrgen.testing import StandInClip, serving, similar_case_studies
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -27,34 +23,18 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "serve_page.png"
 FRONTAL, LATERAL = "CXR1900_IM-0584-1001.png", "CXR1900_IM-0584-2001.png"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install chromium")]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tiny_model):
     """A tiny real checkpoint (random weights) and similar-case search with a keyword stand-in CLIP,
     served by uvicorn on a loopback port in a background thread."""
-    generator = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path_factory.mktemp("browser") / "tiny"))
-    app = create_app(generator, retriever=SimilarCases(StandInClip(), corpus()), model_name="tiny-random")
-    port = _free_port()
-    config = uvicorn.Config(app,
-                            host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    generator = ReportGenerator.from_pretrained(tiny_model)
+    app = create_app(generator, retriever=SimilarCases(StandInClip(), similar_case_studies()), model_name="tiny-random")
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -4,11 +4,13 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cxrgen.cli import main
 from cxrgen.config import load_config
 from cxrgen.retrieval import recall_at_k
+from cxrgen.testing import tiny_config, tiny_overrides
 
 REPORTS = [
     "The lungs are clear. No pleural effusion.",
@@ -49,6 +51,7 @@ def trained(dataset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_metrics(trained):
     assert (trained / "model.safetensors").is_file() and (trained / "config.json").is_file()
     m = json.loads((trained / "metrics.json").read_text())
@@ -58,6 +61,7 @@ def test_train_writes_checkpoint_and_metrics(trained):
     assert m["test_after"]["t2i_R@10"] == 1.0  # only 4 test studies
 
 
+@pytest.mark.slow
 def test_retrieve_writes_eval_jsonl(trained, dataset, tmp_path):
     root, _ = dataset
     out = tmp_path / "preds.jsonl"
@@ -78,6 +82,7 @@ def test_retrieve_writes_eval_jsonl(trained, dataset, tmp_path):
         assert len(parts) == 2 and all(p.rstrip(".") in {s.rstrip(".") for s in sentences} for p in parts)
 
 
+@pytest.mark.slow
 def test_eval_and_probe_print_metrics(trained, dataset, capsys):
     root, _ = dataset
     assert main(["clip", "eval", "--clip", str(trained), "--data", f"r2gen:{root}", "--json"]) == 0
@@ -104,13 +109,12 @@ def test_recall_at_k_known_answers():
     assert r["i2t_R@1"] == 0.0 and r["t2i_R@1"] == 0.0 and r["i2t_R@5"] == 1.0
 
 
+@pytest.mark.slow
 def test_train_config_loss_section_adds_directional_and_scst(trained, dataset, tmp_path, capsys):
     """`loss:` in a training config switches the CLIP losses on from the CLI; they are logged per step."""
     root, _ = dataset
-    tiny = ["model.encoder=resnet18", "model.pretrained=false", "model.image_size=32", "model.d_model=32",
-            "model.n_layer=1", "model.n_head=2", "model.max_len=24", "train.batch_size=4", "train.min_token_freq=1",
-            "decode.max_len=24", "train.val_decode_limit=4", f"loss.clip={trained}", "loss.directional_weight=0.5",
-            "loss.scst_weight=0.5", "loss.scst_max_len=12"]
+    tiny = tiny_overrides(train={"batch_size": 4, "min_token_freq": 1, "val_decode_limit": 4}, decode={"max_len": 24},
+                          loss={"clip": trained, "directional_weight": 0.5, "scst_weight": 0.5, "scst_max_len": 12})
     out = tmp_path / "gen"
     args = ["train", "--data", f"r2gen:{root}", "--output", str(out), "--epochs", "1"]
     assert main(args + [a for t in tiny for a in ("--set", t)]) == 0
@@ -122,14 +126,15 @@ def test_train_config_loss_section_adds_directional_and_scst(trained, dataset, t
     assert "loss.clip" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tmp_path, capsys):
     """`cxrgen experiment`: generator = a config file plus inline changes; CE, CE + L_dir and retrieval
     over one seed give a summary row each, and a second call reuses the finished runs."""
     root, _ = dataset
     base = tmp_path / "tiny.yaml"
-    base.write_text("model: {encoder: resnet18, pretrained: false, image_size: 32, d_model: 32, n_layer: 1, n_head: 2,"
-                    " max_len: 24}\ntrain: {epochs: 3, batch_size: 4, min_token_freq: 1, val_decode_limit: 4}\n"
-                    "decode: {beam_size: 1, max_len: 24}\n")
+    base.write_text(yaml.safe_dump(tiny_config(train={"epochs": 3, "batch_size": 4, "min_token_freq": 1,
+                                                      "val_decode_limit": 4},
+                                               decode={"beam_size": 1, "max_len": 24}), sort_keys=False))
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"data: r2gen:{root}\noutput: {tmp_path / 'out'}\nseeds: [0]\nbootstrap: 20\nclip: {{dir: {trained}}}\n"
                    f"generator: {{config: {base}, train: {{epochs: 1}}}}\n"

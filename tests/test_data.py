@@ -287,6 +287,7 @@ def test_check_cli_exit_codes(tmp_path, capsys):
     assert main(["data", "check", "manifest", str(good / "m.csv")]) == 0
 
 
+@pytest.mark.slow
 def test_cli_user_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cxrgen.cli", "data", "stats", "manifest", str(tmp_path / "nope.csv")],
                        capture_output=True, text=True)

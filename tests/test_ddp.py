@@ -22,12 +22,14 @@ import numpy as np
 import pytest
 import torch
 
+from cxrgen.testing import tiny_config
+
 TEXTS = ["the heart is normal in size . the lungs are clear .",
          "the heart is enlarged in size . the lungs are clear ."]
-OVERRIDES = {"model": {"pretrained": False, "image_size": 64, "d_model": 32, "n_layer": 1, "n_head": 2, "max_len": 24,
-                       "dropout": 0.0},
-             "train": {"epochs": 3, "lr": 1e-2, "warmup_ratio": 0.0, "select_metric": "loss", "min_token_freq": 1,
-                       "num_workers": 0, "early_stop_margin": 100.0}}
+# the tiny model at 64 px with the default encoder (EfficientNet-Lite0, random weights) and no dropout
+OVERRIDES = tiny_config(model={"encoder": "efficientnet_lite0", "image_size": 64, "dropout": 0.0},
+                        train={"epochs": 3, "lr": 1e-2, "warmup_ratio": 0.0, "select_metric": "loss",
+                               "min_token_freq": 1, "num_workers": 0, "early_stop_margin": 100.0})
 
 
 def make_studies(root: Path) -> list:
@@ -83,6 +85,7 @@ def initial_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return weights_file(model_dir.parent / "init.safetensors")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     from cxrgen.data.tokenizer import ReportTokenizer
 

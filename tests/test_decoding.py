@@ -81,11 +81,30 @@ def _loop_model():
     return dec, mem
 
 
-def test_length_penalty_changes_preference(setup):
-    dec, memory = setup
+def _eos_model():
+    """A decoder whose every step prefers token 7 (p ~ 0.40), then EOS (p ~ 0.15), then the rest."""
+    torch.manual_seed(0)
+    cfg = DecoderConfig(vocab_size=V, d_model=16, n_layer=1, n_head=2, max_len=20, dropout=0.0)
+    dec = TransformerDecoder(cfg).eval()
+    with torch.no_grad():  # constant logits: the final LayerNorm outputs its bias, e_0; the tied head reads column 0
+        dec.ln_f.weight.zero_()
+        dec.ln_f.bias.zero_()
+        dec.ln_f.bias[0] = 1.0
+        dec.tok_emb.weight.zero_()
+        dec.tok_emb.weight[7, 0], dec.tok_emb.weight[EOS, 0] = 3.0, 2.0
+    mem = Memory(torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 14), 1, 0)
+    return dec, mem
+
+
+def test_length_penalty_changes_preference():
+    """Without length normalisation beam search stops at once (every token costs log-probability);
+    with it the cheaper per-token continuation wins and runs to max_len. (The `setup` decoder
+    writes max_len tokens at every penalty, so it cannot show this.)"""
+    dec, memory = _eos_model()
     short = generate(dec, memory, BOS, EOS, beam_size=4, max_len=20, length_penalty=0.0, no_repeat_ngram=0)
     long = generate(dec, memory, BOS, EOS, beam_size=4, max_len=20, length_penalty=2.0, no_repeat_ngram=0)
-    assert sum(map(len, long.sequences)) >= sum(map(len, short.sequences))
+    assert short.sequences == [[], []]
+    assert long.sequences == [[7] * 19, [7] * 19]  # max_len counts BOS
 
 
 @pytest.mark.parametrize("search", ["greedy", "beam"])

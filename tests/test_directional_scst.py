@@ -8,6 +8,7 @@ from cxrgen.config import ModelConfig
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.models.generator import ReportModel
 from cxrgen.scst import Reward, RewardWeights, SCSTHook, label_f1, sample
+from cxrgen.testing import tiny_model
 
 REPORTS = ["No pleural effusion.", "Small left pleural effusion.", "Cardiomegaly.", "The lungs are clear."]
 
@@ -32,8 +33,7 @@ class BagOfWordsClip:
 def _setup():
     torch.manual_seed(0)
     tok = ReportTokenizer.build(REPORTS)
-    cfg = ModelConfig(encoder="resnet18", pretrained=False, d_model=32, n_layer=1, n_head=2, max_len=16,
-                      dropout=0.0)
+    cfg = ModelConfig(**tiny_model(max_len=16, dropout=0.0))  # image_size unused: the batch holds features
     model = ReportModel(cfg, len(tok))
     ids, mask = tok.batch_encode(REPORTS, 16)
     batch = {"study_id": [f"s{i}" for i in range(4)], "report_ids": ids, "report_mask": mask,

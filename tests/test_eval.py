@@ -57,6 +57,7 @@ def _coco(preds, refs):
     return gts, res
 
 
+@pytest.mark.slow
 def test_nlg_equals_direct_pycocoevalcap(scorer):
     preds, refs = list(MODEL.values()), list(REFS.values())
     ours = scorer.score(preds, refs)
@@ -77,6 +78,7 @@ def test_nlg_equals_direct_pycocoevalcap(scorer):
     np.testing.assert_allclose(ours.cider, cider_per)
 
 
+@pytest.mark.slow
 def test_resample_weights_recompute_corpus_metrics(scorer):
     """A weight vector gives what the scorers give on the duplicated sample list (CIDEr excepted: its IDF is fixed)."""
     preds, refs = list(MODEL.values()), list(REFS.values())
@@ -93,6 +95,7 @@ def test_resample_weights_recompute_corpus_metrics(scorer):
     assert got["ROUGE-L"][0] == pytest.approx(rouge, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_r2gen_cleaning_is_applied_to_both_sides(scorer):
     s = scorer.score(["THE LUNGS ARE CLEAR. No (effusion),"], ["the lungs are clear. no effusion"]).corpus()
     assert s["BLEU-1"] == pytest.approx(1.0) and s["ROUGE-L"] == pytest.approx(1.0)
@@ -139,6 +142,7 @@ def test_check_ids_names_missing_and_extra():
     assert "model" in msg and "1 missing (s2)" in msg and "8 not in the split (x0, x1, x2, x3, x4, ...)" in msg
 
 
+@pytest.mark.slow
 def test_evaluate_systems(scorer, tmp_path):
     systems = {"model": MODEL, "constant": CONSTANT, "oracle": REFS}
     result = evaluate_systems(systems, REFS, n_boot=200, seed=3, scorer=scorer)
@@ -161,6 +165,7 @@ def test_evaluate_systems(scorer, tmp_path):
     assert paths["metrics.png"].read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_evaluate_single_system(scorer):
     r = evaluate(MODEL, REFS, n_boot=50, scorer=scorer)
     assert list(r.metrics) == ["predictions"] and r.p_values["BLEU-4"] == {}
@@ -242,6 +247,7 @@ class _Lent:
         pass  # the JVM stays up for the other tests
 
 
+@pytest.mark.slow
 def test_cli_baseline_and_eval(dataset, tmp_path, capsys, monkeypatch, scorer):
     monkeypatch.setattr("cxrgen.evaluate.nlg.NLGScorer", lambda: _Lent(scorer))
     preds = tmp_path / "model.jsonl"

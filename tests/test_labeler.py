@@ -1,7 +1,6 @@
 """The rule-based CheXpert-style labeler: cues, scope, attributes, No Finding, CLI, real data."""
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -198,8 +197,7 @@ def test_agreement_with_chexpert_reference(shared_iu):
     reference = shared_iu / "chexpert_labeler_iu.csv"
     if not reference.is_file():
         pytest.skip(f"{reference} not found")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from labeler_agreement import agreement, load_reference
+    from cxrgen.evaluate.agreement import agreement, load_reference
 
     rows = load_reference(reference)
     assert len(rows) == 3199

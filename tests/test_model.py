@@ -8,14 +8,13 @@ from cxrgen.errors import UserError
 from cxrgen.models.decoder import DecoderConfig, TransformerDecoder
 from cxrgen.models.encoders import create_encoder, list_encoders
 from cxrgen.models.generator import ReportModel, grid_positions, images_to_tensor
-
-TINY = dict(encoder="resnet18", pretrained=False, image_size=32, d_model=32, n_layer=1, n_head=2, max_len=24)
+from cxrgen.testing import TINY_MODEL, tiny_model
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return ReportModel(ModelConfig(**TINY), vocab_size=40).eval()
+    return ReportModel(ModelConfig(**TINY_MODEL), vocab_size=40).eval()
 
 
 @pytest.mark.parametrize("name", list_encoders())
@@ -118,8 +117,8 @@ def test_memory_grid_pools_decoder_tokens_but_not_the_classifier():
     torch.testing.assert_close(pooled[0, 0, 0], feats[0, 0, [0, 1, 4, 5]].mean(0))  # top-left 2x2 block
     assert pool_grid(feats, None) is feats and pool_grid(feats, 8) is feats
     torch.manual_seed(0)
-    full = ReportModel(ModelConfig(**{**TINY, "image_size": 128}), vocab_size=40).eval()
-    small = ReportModel(ModelConfig(**{**TINY, "image_size": 128, "memory_grid": 2}), vocab_size=40).eval()
+    full = ReportModel(ModelConfig(**tiny_model(image_size=128)), vocab_size=40).eval()
+    small = ReportModel(ModelConfig(**tiny_model(image_size=128, memory_grid=2)), vocab_size=40).eval()
     small.load_state_dict(full.state_dict())
     images, vm = torch.rand(1, 2, 1, 128, 128), torch.tensor([[True, True]])
     a, b = full.encode(images, vm), small.encode(images, vm)
@@ -130,7 +129,7 @@ def test_memory_grid_pools_decoder_tokens_but_not_the_classifier():
 def test_label_states_condition_every_decoder_position():
     """The present/absent states reach the decoder as memory tokens and as a vector added at every position."""
     torch.manual_seed(0)
-    m = ReportModel(ModelConfig(**TINY), vocab_size=40).eval()
+    m = ReportModel(ModelConfig(**TINY_MODEL), vocab_size=40).eval()
     feats = torch.randn(2, 2, 1, m.encoder.out_dim)
     vm = torch.ones(2, 2, dtype=torch.bool)
     ids = torch.randint(0, 40, (2, 5))

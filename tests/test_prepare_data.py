@@ -8,6 +8,7 @@ from PIL import Image
 
 from cxrgen.config import Config
 from cxrgen.data.studies import ImageRef, Study
+from cxrgen.testing import tiny_config
 from cxrgen.train import build_datamodule
 
 TEXTS = ["the heart is normal in size . the lungs are clear .", "small left pleural effusion ."]
@@ -28,9 +29,7 @@ def studies(root) -> list[Study]:
 
 
 def config(mode: str) -> Config:
-    return Config.from_dict({"model": {"encoder": "resnet18", "pretrained": False, "image_size": 32, "d_model": 32,
-                                       "n_layer": 1, "n_head": 2, "max_len": 24},
-                             "train": {"mode": mode, "batch_size": 2, "min_token_freq": 1}})
+    return Config.from_dict(tiny_config(train={"mode": mode, "batch_size": 2, "min_token_freq": 1}))
 
 
 @pytest.mark.parametrize("mode", ["frozen", "finetune"])

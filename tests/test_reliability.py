@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_serve import make_tiny_checkpoint
 
 from cxrgen.checkpoint import FORMAT, load_checkpoint
 from cxrgen.cli import main
+from cxrgen.testing import make_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +183,7 @@ DISK_FULL = {  # command -> (argv, the file it must name)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", list(DISK_FULL))
 def test_disk_full_is_one_line_and_leaves_no_partial_file(files, tmp_path, command):
     argv, expected = DISK_FULL[command]
@@ -200,6 +201,7 @@ def test_disk_full_is_one_line_and_leaves_no_partial_file(files, tmp_path, comma
     assert not partial, partial
 
 
+@pytest.mark.slow
 def test_kill_during_generate_exits_cleanly_and_leaves_no_temporary(files, tmp_path):
     """SIGTERM (`kill`, a job scheduler's stop) unwinds like Ctrl-C: exit 130, no traceback, and
     neither the half-written predictions file nor its temporary stays behind."""

@@ -7,14 +7,16 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import TINY, manifest  # noqa: F401  (the 16-study manifest fixture)
 
 from cxrgen.checkpoint import load_checkpoint
 from cxrgen.cli import main
 from cxrgen.config import Config, apply_overrides
+from cxrgen.testing import tiny_training_overrides
 
+TINY = tiny_training_overrides()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: bit-identical arithmetic in every process
 
 
@@ -37,7 +39,8 @@ def csv_epochs(run) -> list[tuple[str, str]]:
         return [(float(r["epoch"]), r["val/cider"]) for r in csv.DictReader(f) if r.get("val/cider")]
 
 
-def test_kill_9_then_resume_equals_uninterrupted_run(manifest, tmp_path, capsys):  # noqa: F811
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_uninterrupted_run(manifest, tmp_path, capsys):
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
     done = subprocess.run(train_cmd(manifest, tmp_path, whole), env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

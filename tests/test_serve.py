@@ -1,7 +1,8 @@
 """HTTP API: good uploads get a report, every kind of bad upload gets a clear 4xx, the server stays up.
 
 The API layer is tested against a small deterministic stand-in generator (fast, and it lets a
-test make the model fail or block); tests/test_serve_model.py serves a real checkpoint.
+test make the model fail or block); test_real_checkpoint_end_to_end below serves a real (tiny,
+random-weight) checkpoint, as tests/test_bad_images.py and tests/test_browser.py do.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import struct
 import tempfile
 import threading
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -26,63 +26,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from cxrgen.cli import main
 from cxrgen.labeler import CONDITIONS
 from cxrgen.serve import create_app
-from cxrgen.data.studies import Study
 from cxrgen.errors import UserError
 from cxrgen.serve.app import STATIC
 from cxrgen.serve.similar import SimilarCases
 from cxrgen.serve.worker import BatchWorker, Busy
-
-
-class StandInGenerator:
-    """Report and probabilities from image brightness; attention = the image on an 8x8 grid."""
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-        self.fail = False
-
-    def generate_batch(self, frontals, laterals):
-        if self.fail:
-            raise RuntimeError("boom")
-        self.batches.append(len(frontals))
-        outs = []
-        for f, lat in zip(frontals, laterals):
-            mean = float(f.mean()) / 255
-            report = "The heart is enlarged. Small left pleural effusion." if mean > 0.5 else \
-                "The lungs are clear. No pleural effusion or pneumothorax."
-            outs.append({"report": report + (" Lateral view seen." if lat is not None else ""),
-                         "probabilities": {c: mean * (i + 1) / len(CONDITIONS) for i, c in enumerate(CONDITIONS)},
-                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32)})
-        return outs
-
-
-class StandInClip:
-    """Texts embed by keywords, images by brightness: bright -> "effusion", dark -> "clear"."""
-
-    image_size = 32
-    WORDS = ("effusion", "cardiomegaly", "clear")
-
-    def embed_texts(self, texts):
-        import torch
-
-        v = torch.tensor([[float(w in t.lower()) for w in self.WORDS] for t in texts]) + 0.01
-        return torch.nn.functional.normalize(v, dim=-1)
-
-    def encode_images(self, images):
-        return self.embed_texts(["effusion" if im.mean() > 127 else "clear" for im in images])
-
-
-def corpus() -> list[Study]:
-    texts = ["Small left pleural effusion.", "The lungs are clear.", "The lungs are clear.",
-             "Cardiomegaly and effusion.", "Cardiomegaly.", ""]
-    return [Study(f"s{i}", "train", findings=t) for i, t in enumerate(texts)]
-
-
-def png(width: int = 64, height: int = 80, value: int = 200, noise: bool = False) -> bytes:
-    arr = np.random.default_rng(0).integers(0, 256, (height, width), np.uint8) if noise \
-        else np.full((height, width), value, np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+from cxrgen.testing import StandInClip, StandInGenerator, png, similar_case_studies
 
 
 def dicom(with_pixels: bool = True) -> bytes:
@@ -109,29 +57,6 @@ def png_bomb(side: int = 100_000) -> bytes:
     rows = zlib.compress(b"\x00" * 1000)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
-
-
-def make_tiny_checkpoint(directory: Path) -> Path:
-    """A randomly initialised model saved through the real checkpoint code (a few MB, seconds on a CPU)."""
-    import torch
-
-    from cxrgen.checkpoint import save_checkpoint
-    from cxrgen.config import Config
-    from cxrgen.data.tokenizer import ReportTokenizer
-    from cxrgen.models.generator import ReportModel
-
-    cfg = Config.from_dict({"model": {"encoder": "resnet18", "pretrained": False, "image_size": 128, "d_model": 32,
-                                      "n_layer": 1, "n_head": 2, "max_len": 24},
-                            "decode": {"beam_size": 1, "max_len": 20}})
-    tok = ReportTokenizer.build(["The heart is normal in size. No pleural effusion or pneumothorax.",
-                                 "Mild cardiomegaly. Small left pleural effusion. The lungs are clear."])
-    torch.manual_seed(0)
-    return save_checkpoint(directory, ReportModel(cfg.model, len(tok), pretrained=False), tok, cfg)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny")
 
 
 @pytest.fixture
@@ -358,7 +283,7 @@ def test_cli_serve_bad_model_dir_is_one_line(tmp_path, capsys):
 
 
 def test_similar_cases_rank_distinct_reports():
-    search = SimilarCases(StandInClip(), corpus())
+    search = SimilarCases(StandInClip(), similar_case_studies())
     assert len(search.reports) == 4  # the duplicate and the empty report are dropped
     bright = search.search(np.full((50, 40), 230, np.uint8), None, 3)
     assert bright[0] == {"study_id": "s0", "report": "Small left pleural effusion.",
@@ -368,11 +293,11 @@ def test_similar_cases_rank_distinct_reports():
     assert search.search(np.zeros((50, 40), np.uint8), None, 3)[0]["study_id"] == "s1"  # first of the duplicates
     assert len(search.search(np.zeros((8, 8), np.uint8), None, 10)) == 4
     with pytest.raises(UserError, match="no training reports"):
-        SimilarCases(StandInClip(), corpus()[-1:])
+        SimilarCases(StandInClip(), similar_case_studies()[-1:])
 
 
 def test_report_includes_similar_cases(generator):
-    app = create_app(generator, retriever=SimilarCases(StandInClip(), corpus()))
+    app = create_app(generator, retriever=SimilarCases(StandInClip(), similar_case_studies()))
     with TestClient(app) as c:
         assert c.get("/healthz").json()["clip"] is True
         cases = post(c, frontal=png(value=240)).json()["similar_cases"]

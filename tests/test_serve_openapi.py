@@ -5,9 +5,9 @@ Its checks include: no 5xx, and every status code, content type and response bod
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from test_serve import StandInGenerator
 
 from cxrgen.serve import create_app
+from cxrgen.testing import StandInGenerator
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(StandInGenerator(), max_upload_mb=1))
 

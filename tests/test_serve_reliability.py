@@ -1,43 +1,17 @@
 """A real uvicorn server keeps answering while a request is slow, and dropped uploads leak nothing.
 
-The server runs in a thread on a free loopback port; the clients are real sockets (the same
-helpers as bench/load_test.py), so disconnects happen at the TCP level, as they do in use.
+The server runs in a thread on a free loopback port; the clients are real sockets (the
+cxrgen.testing helpers that bench/load_test.py uses too), so disconnects happen at the TCP
+level, as they do in use.
 """
 import os
-import socket
-import sys
 import threading
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
-import uvicorn
-from test_serve import StandInGenerator, png
 
 from cxrgen.serve import create_app
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from load_test import aborted_upload, current_rss_mb, health_while, slow_upload  # noqa: E402
-
-
-@contextmanager
-def serving(app):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(30)
+from cxrgen.testing import StandInGenerator, aborted_upload, current_rss_mb, health_while, png, serving, slow_upload
 
 
 class SlowGenerator(StandInGenerator):

@@ -18,6 +18,7 @@ from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.losses import DirectionalHook
 from cxrgen.models.clip import ClipConfig, CXRClip
 from cxrgen.models.generator import ReportModel
+from cxrgen.testing import tiny_config
 from cxrgen.train import GeneratorModule
 
 REPORTS = ["The lungs are clear.", "Cardiomegaly. Small left pleural effusion.", "No pneumothorax.",
@@ -57,9 +58,7 @@ def old_encode_views(model: ReportModel, images: torch.Tensor, view_mask: torch.
 
 def tiny_module(mode: str, directional: bool) -> tuple[GeneratorModule, dict]:
     torch.manual_seed(0)
-    cfg = Config.from_dict({"model": {"encoder": "resnet18", "pretrained": False, "image_size": 32, "d_model": 32,
-                                      "n_layer": 1, "n_head": 2, "max_len": 24, "dropout": 0.0},
-                            "train": {"mode": mode}})
+    cfg = Config.from_dict(tiny_config(model={"dropout": 0.0}, train={"mode": mode}))
     tok = ReportTokenizer.build(REPORTS)
     model = ReportModel(cfg.model, len(tok))
     ids, mask = tok.batch_encode(REPORTS, 24)

@@ -1,5 +1,4 @@
 """Training through the real Lightning path, checkpoints, the CLI, configs and the no-label-leak guarantee."""
-import csv
 import json
 import types
 
@@ -14,30 +13,11 @@ from cxrgen.config import Config, apply_overrides, load_config
 from cxrgen.data.datasets import load_studies
 from cxrgen.errors import UserError
 from cxrgen.models.generator import ReportGenerator
+from cxrgen.testing import MANIFEST_REPORTS, tiny_training_overrides
 from cxrgen.train import GeneratorModule, MarginEarlyStopping, collate, fit
 
-TEXTS = ["The heart is enlarged. There is a small left pleural effusion.",
-         "The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal."]
-TINY = ["model.encoder=resnet18", "model.pretrained=false", "model.image_size=32", "model.d_model=32",
-        "model.n_layer=1", "model.n_head=2", "model.max_len=24", "train.batch_size=4", "train.min_token_freq=1",
-        "decode.max_len=24", "train.val_decode_limit=8"]
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    """16 studies in a CSV manifest: bright images say cardiomegaly + effusion, dark ones are normal."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    with open(root / "m.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "image", "lateral", "text", "split"])
-        for i in range(16):
-            a = (rng.random((40, 40)) * 60 + (150 if i % 2 == 0 else 40)).astype(np.uint8)
-            Image.fromarray(a).save(root / f"{i}_f.png")
-            Image.fromarray(a.T.copy()).save(root / f"{i}_l.png")
-            split = "train" if i < 10 else "val" if i < 13 else "test"
-            w.writerow([f"s{i}", f"{i}_f.png", f"{i}_l.png" if i % 3 else "", TEXTS[i % 2], split])
-    return root / "m.csv"
+TEXTS = MANIFEST_REPORTS  # the reports of the `manifest` fixture's studies (conftest.py)
+TINY = tiny_training_overrides()
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +32,7 @@ def run(manifest, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_folder_has_checkpoint_logs_and_curve(run):
     assert all((run / "model" / f).is_file() for f in FILES)
     resolved = load_config(run / "config.yaml")
@@ -64,6 +45,7 @@ def test_run_folder_has_checkpoint_logs_and_curve(run):
     assert not list(run.glob(".model.*"))  # no temporary directories left behind
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_generate_contract(run, manifest):
     model, tok, cfg, _ = load_checkpoint(run / "model")
     gen = ReportGenerator(model, tok, cfg)
@@ -79,6 +61,7 @@ def test_checkpoint_round_trip_and_generate_contract(run, manifest):
     assert len(batch) == 2 and batch[0]["report"] == gen.generate(frontal, None, beam_size=1)["report"]
 
 
+@pytest.mark.slow
 def test_predictions_ignore_reference_labels(run, manifest):
     """Labels are training targets only: flipping them changes the loss, never the model's outputs."""
     model, tok, cfg, _ = load_checkpoint(run / "model")
@@ -97,6 +80,7 @@ def test_predictions_ignore_reference_labels(run, manifest):
     assert not torch.isclose(l1["cls_loss"], l2["cls_loss"])
 
 
+@pytest.mark.slow
 def test_label_prefix_is_teacher_forced_in_training_only(run):
     """Training feeds the reference present/absent states to the decoder; evaluation feeds the model's own."""
     model, tok, cfg, _ = load_checkpoint(run / "model")
@@ -115,6 +99,7 @@ def test_label_prefix_is_teacher_forced_in_training_only(run):
         assert torch.equal(prefix(batch), prefix(flipped))
 
 
+@pytest.mark.slow
 def test_thresholds_are_tuned_on_validation_and_decide_the_prefix(run):
     from cxrgen.train import tune_thresholds
 
@@ -135,6 +120,7 @@ def test_thresholds_are_tuned_on_validation_and_decide_the_prefix(run):
     assert model.predicted_states(logits).sum() == 0
 
 
+@pytest.mark.slow
 def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
                  "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
@@ -147,6 +133,7 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report"} for r in rows)
 
 
+@pytest.mark.slow
 def test_cli_user_errors_exit_2(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nope"), "--image", "x.png"]) == 2
     assert main(["generate", "--model", str(run / "model"), "--image", str(tmp_path / "missing.png")]) == 2
@@ -156,6 +143,7 @@ def test_cli_user_errors_exit_2(run, manifest, tmp_path, capsys):
     assert "not found" in err and "model.nonsense" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_finetune_mode_two_steps(manifest, tmp_path):
     torch.set_num_threads(1)
     cfg = load_config(None, TINY + ["train.mode=finetune", "train.epochs=1", "train.select_metric=loss"])
@@ -165,6 +153,7 @@ def test_finetune_mode_two_steps(manifest, tmp_path):
     assert any(k.startswith("encoder.") for k in model.state_dict())
 
 
+@pytest.mark.slow
 def test_init_from_starts_at_the_checkpoint_weights_and_vocabulary(run, manifest, tmp_path, capsys):
     """`train.init_from` (SCST after CE): the new run's first step starts from the old model, with
     its tokenizer even when this run's settings would build another; a different model is refused."""

@@ -5,7 +5,7 @@
 - docs/img/phantom_vs_real.png: a real IU study from ../shared/data/iu_xray/smoke (PA + lateral)
   beside the phantom rendered from the same study's findings.
 
-Usage: .venv/bin/python bench/phantom_gallery.py [--smoke ../shared/data/iu_xray/smoke] [--view 160]
+Usage: .venv/bin/python scripts/phantom_gallery.py [--smoke ../shared/data/iu_xray/smoke] [--view 160]
 """
 import argparse
 import json

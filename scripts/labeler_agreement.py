@@ -1,6 +1,6 @@
 """Agreement of cxrgen's labeler with the CheXpert labeler's output on IU X-ray reports.
 
-Usage: python bench/labeler_agreement.py [--reference CSV] [--section findings|report]
+Usage: python scripts/labeler_agreement.py [--reference CSV] [--section findings|report]
                                          [--disagreements CLASS] [--limit N] [--audit N --seed S]
 The reference holds CheXpert-labeler labels for 3,199 IU reports; it is another labeler, not
 ground truth. Its labels were computed on the FINDINGS section only, although the file carries the
@@ -13,49 +13,13 @@ over the 13 findings (No Finding excluded).
 from __future__ import annotations
 
 import argparse
-import csv
 import random
 from pathlib import Path
 
+from cxrgen.evaluate.agreement import agreement, load_reference
 from cxrgen.labeler import CONDITIONS, label
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray" / "chexpert_labeler_iu.csv"
-
-
-def _value(cell: str) -> int | None:
-    return None if cell.strip() == "" else int(float(cell))
-
-
-def load_reference(path: Path, section: str = "findings") -> list[dict]:
-    """Reference rows with `text` (the findings, or findings + impression for section="report")."""
-    if section not in ("findings", "report"):
-        raise ValueError(f"section must be 'findings' or 'report', got {section!r}")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row["text"] = row["findings"] if section == "findings" else f"{row['findings']} {row['impression']}".strip()
-        row["reference"] = {c: _value(row[c]) for c in CONDITIONS}
-    return rows
-
-
-def agreement(rows: list[dict], predictions: list[dict]) -> tuple[dict[str, dict[str, float]], float]:
-    """Per-class {precision, recall, f1, exact, support} and micro-F1 over the 13 findings."""
-    table, tp_all, fp_all, fn_all = {}, 0, 0, 0
-    for c in CONDITIONS:
-        ref = [r["reference"][c] for r in rows]
-        pred = [p[c] for p in predictions]
-        tp = sum(r == 1 and p == 1 for r, p in zip(ref, pred))
-        fp = sum(r != 1 and p == 1 for r, p in zip(ref, pred))
-        fn = sum(r == 1 and p != 1 for r, p in zip(ref, pred))
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        exact = sum(r == p for r, p in zip(ref, pred)) / len(rows)
-        table[c] = dict(precision=precision, recall=recall, f1=f1, exact=exact, support=tp + fn)
-        if c != "No Finding":
-            tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
-    micro = 2 * tp_all / (2 * tp_all + fp_all + fn_all)
-    return table, micro
 
 
 def impression_check(path: Path) -> None:

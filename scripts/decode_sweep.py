@@ -1,6 +1,6 @@
 """Decoding alternatives for one trained model, on the VALIDATION split (never the test split).
 
-Usage: .venv/bin/python bench/decode_sweep.py --model runs/NAME/model --data phantom:DIR --out DIR
+Usage: .venv/bin/python scripts/decode_sweep.py --model runs/NAME/model --data phantom:DIR --out DIR
            [--split val] [--samples 16] [--threads 2]
 then:  .venv/bin/cxrgen eval --predictions DIR/*.jsonl --dataset phantom:DIR --split val --output DIR/eval --with-baselines
 

@@ -10,7 +10,7 @@ split, a steadier second estimate where the test split holds only a handful of p
 Positives: studies whose truth.json has the kind drawn with status 1; studies where it was drawn
 only as uncertain are left out for that kind.
 
-Usage: .venv/bin/python bench/phantom_probe.py [--data DIR] [--size 192] [--feature-size 160] [--threads 2] [--out probe.json]
+Usage: .venv/bin/python scripts/phantom_probe.py [--data DIR] [--size 192] [--feature-size 160] [--threads 2] [--out probe.json]
 """
 import argparse
 import json

@@ -3,7 +3,7 @@ states and with the reference states (what training teacher-forces). Per mode it
 reports and how well the decoded text follows the reference findings: micro precision/recall/F1 of
 the labeler's positive findings (No Finding excluded) on the decoded reports.
 
-Usage: .venv/bin/python bench/label_prompt_probe.py --model RUN/model --data phantom:DIR [--n 32]
+Usage: .venv/bin/python scripts/label_prompt_probe.py --model RUN/model --data phantom:DIR [--n 32]
 """
 import argparse
 import collections

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How the default length penalty was chosen: beam-3 reports for the VALIDATION split at several length
 # penalties, scored beside the trivial baselines (never the test split).
-#   bash bench/length_penalty_sweep.sh MODEL_DIR [PHANTOM_DIR] [OUT_DIR]
+#   bash scripts/length_penalty_sweep.sh MODEL_DIR [PHANTOM_DIR] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin

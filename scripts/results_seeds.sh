@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the numbers in docs/results.md: the default config over 3 seeds on phantom IU X-ray,
 # beam-3 test predictions, and one `cxrgen eval` of all seeds beside the trivial baselines (95 % CIs).
-#   bash bench/results_seeds.sh [PHANTOM_DIR] [OUT_DIR]
+#   bash scripts/results_seeds.sh [PHANTOM_DIR] [OUT_DIR]
 # PHANTOM_DIR defaults to runs/demo/phantom (what `make demo` builds); it is built if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

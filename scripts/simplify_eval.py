@@ -4,7 +4,7 @@ Prints: guard pass rate before and after fallback, sentences in vs out, median F
 grade of the originals and of the plain versions, glossary coverage (every labeler finding term and
 every frequent finding word must be glossed), and a before/after table of varied reports.
 
-    .venv/bin/python bench/simplify_eval.py [--examples 10] [--min-count 5]
+    .venv/bin/python scripts/simplify_eval.py [--examples 10] [--min-count 5]
 """
 from __future__ import annotations
 
