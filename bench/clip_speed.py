@@ -30,7 +30,7 @@ def build(batch_size: int, n_batches: int):
     from cxrgen.data.tokenizer import ReportTokenizer
     from cxrgen.models.clip import ClipConfig, CXRClip
     from cxrgen.models.generator import ReportModel
-    from cxrgen.train import GeneratorModule
+    from cxrgen.training.module import GeneratorModule
 
     cfg = Config()
     cfg.model.pretrained = False
@@ -71,7 +71,7 @@ def step_fn(module, hook):
 
 
 def main() -> None:
-    from cxrgen.losses import DirectionalHook
+    from cxrgen.training.hooks import DirectionalHook
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=32)

@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/dataloader_speed.py [--studies 64] [--workers 2] [
 Synthetic studies (noise PNGs of a radiograph's pixel count, real IU report text) in a temp dir:
 1. `ImageCache.build` (the lead's sharded, memory-mapped, resumable cache) with a process pool:
    studies/s; then a resume after one shard is deleted (only that shard is rebuilt).
-2. `cxrgen.train.ReportDataset` through a DataLoader, frozen features and fine-tune images,
+2. `cxrgen.data.loader.ReportDataset` through a DataLoader, frozen features and fine-tune images,
    0 and N workers: samples/s, to set against what a training step consumes.
 3. Memory: anonymous RSS growth while reading every study of a small and an 8x larger cache.
    Memory-mapped pages show up as file-backed RSS, which the kernel can drop at will.
@@ -55,7 +55,7 @@ def loader_rate(studies, cache_dir: Path, size: int, workers: int, batch_size: i
     """Samples/s of the real training dataset + collate, per mode and worker count (2 passes, best)."""
     from cxrgen.data.cache import ImageCache
     from cxrgen.data.tokenizer import ReportTokenizer
-    from cxrgen.train import ReportDataset, collate
+    from cxrgen.data.loader import ReportDataset, collate
 
     cache = ImageCache(cache_dir)
     tok = ReportTokenizer.build([s.findings for s in studies])

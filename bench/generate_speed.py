@@ -25,7 +25,7 @@ from common import fmt, machine_facts, write_json  # noqa: E402
 
 
 def load_pairs(spec: str, split: str, n: int, size: int):
-    from cxrgen.data.datasets import load_studies
+    from cxrgen.data.specs import load_studies
     from cxrgen.data.images import load_image
 
     studies = [s for s in load_studies(spec, split) if s.frontal is not None and s.frontal.path][:n]
@@ -70,7 +70,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from cxrgen.models.generator import ReportGenerator
+    from cxrgen.inference import ReportGenerator
 
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
     pairs = load_pairs(args.data, args.split, args.n, gen.config.model.image_size)

@@ -86,7 +86,7 @@ def seed_step_fn(s, clip, device: str):
 def decoding(s, batch_size: int, device: str) -> dict:
     """Seconds to decode `batch_size` studies to max_len, and single-study latencies, per method."""
     from cxrgen.decoding import beam_search, greedy
-    from cxrgen.models.generator import images_to_tensor
+    from cxrgen.inference import views_to_tensor
 
     model, tok = s.module.model.eval(), s.tokenizer
     L = model.cfg.max_len
@@ -96,7 +96,7 @@ def decoding(s, batch_size: int, device: str) -> dict:
     def end_to_end(n: int, method: str):
         def run():
             with torch.no_grad():
-                x, vm = images_to_tensor(frontals[:n], laterals[:n], model.cfg.image_size)
+                x, vm = views_to_tensor(frontals[:n], laterals[:n], model.cfg.image_size)
                 mem = model.encode(x.to(device), vm.to(device))
                 if method == "seed":
                     seed_decode(model, mem, tok.bos_id, NEVER, L)

@@ -27,7 +27,7 @@ from common import fmt, machine_facts, peak_rss_mb, time_it, write_json  # noqa:
 
 @dataclass
 class Setup:
-    module: object  # cxrgen.train.GeneratorModule
+    module: object  # cxrgen.training.module.GeneratorModule
     tokenizer: object
     batch: dict  # frozen-feature batch
     images: torch.Tensor  # (B, 2, 1, H, W) uint8, for fine-tuning
@@ -47,7 +47,7 @@ def build(batch_size: int, device: str = "cpu", with_clip: bool = True, config: 
     from cxrgen.config import load_config
     from cxrgen.data.tokenizer import ReportTokenizer
     from cxrgen.models.generator import ReportModel
-    from cxrgen.train import GeneratorModule
+    from cxrgen.training.module import GeneratorModule
 
     cfg = load_config(config, ["model.pretrained=false"])
     image_size = cfg.model.image_size
@@ -67,7 +67,7 @@ def build(batch_size: int, device: str = "cpu", with_clip: bool = True, config: 
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     hook, pre = None, 0.0
     if with_clip:
-        from cxrgen.losses import DirectionalHook
+        from cxrgen.training.hooks import DirectionalHook
         from cxrgen.models.clip import CXRClip
 
         clip = CXRClip(pretrained=False).to(device)

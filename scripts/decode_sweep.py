@@ -81,13 +81,14 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from cxrgen.checkpoint import load_checkpoint
-    from cxrgen.data.datasets import load_studies
+    from cxrgen.data.specs import load_studies
     from cxrgen.data.images import load_image
     from cxrgen.decoding import generate
     from cxrgen.labeler import CONDITIONS
-    from cxrgen.models.generator import images_to_tensor
-    from cxrgen.scst import sample
-    from cxrgen.train import label_targets, target_text
+    from cxrgen.inference import views_to_tensor
+    from cxrgen.decoding import sample
+    from cxrgen.data.loader import label_targets
+    from cxrgen.data.reports import target_text
 
     model, tok, cfg, _ = load_checkpoint(args.model)
     model.eval()
@@ -101,7 +102,7 @@ def main() -> None:
     with torch.inference_mode():
         for i in tqdm(range(0, len(evals), args.batch_size), desc="decode", unit="batch"):
             chunk = evals[i:i + args.batch_size]
-            images, view_mask = images_to_tensor(
+            images, view_mask = views_to_tensor(
                 [load_image(s.frontal.path, size) for s in chunk],
                 [load_image(s.lateral.path, size) if s.lateral and s.lateral.path else None for s in chunk], size)
             memory = model.encode(images, view_mask)

@@ -11,12 +11,13 @@ import collections
 import torch
 
 from cxrgen.checkpoint import load_checkpoint
-from cxrgen.data.datasets import load_studies
+from cxrgen.data.specs import load_studies
 from cxrgen.data.images import load_image
 from cxrgen.decoding import generate
 from cxrgen.evaluate.clinical import label_texts
-from cxrgen.models.generator import images_to_tensor
-from cxrgen.train import label_targets, target_text
+from cxrgen.inference import views_to_tensor
+from cxrgen.data.loader import label_targets
+from cxrgen.data.reports import target_text
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     y, m = label_targets(val)
     keep = [i for i in range(len(val)) if y[i, 1:].sum() > 0][: args.n]  # any finding besides "No Finding"
     studies, y, m = [val[i] for i in keep], torch.tensor(y[keep]), torch.tensor(m[keep])
-    images, vm = images_to_tensor([load_image(s.frontal.path, size) for s in studies],
+    images, vm = views_to_tensor([load_image(s.frontal.path, size) for s in studies],
                                   [load_image(s.lateral.path, size) if s.lateral else None for s in studies], size)
     with torch.no_grad():
         feats = model.encode_views(images, vm)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cxrgen.labeler import CONDITIONS
-from cxrgen.models.generator import ReportGenerator
+from cxrgen.inference import ReportGenerator
 from cxrgen.serve import create_app
 from cxrgen.serve.similar import SimilarCases
 from cxrgen.testing import StandInClip, serving, similar_case_studies

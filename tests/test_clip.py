@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from cxrgen.errors import UserError
-from cxrgen.losses import clip_loss, flip_sides, hard_negative, negate_sentence
+from cxrgen.losses import clip_loss
+from cxrgen.data.reports import flip_sides, hard_negative, negate_sentence
 from cxrgen.models.clip import ClipConfig, CXRClip, HFClipWrapper, OpenClipWrapper, load_clip
 
 IMAGES = [np.random.default_rng(i).integers(0, 255, (40, 48), dtype=np.uint8) for i in range(3)]

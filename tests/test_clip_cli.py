@@ -138,9 +138,9 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     exp = tmp_path / "exp.yaml"
     exp.write_text(f"data: r2gen:{root}\noutput: {tmp_path / 'out'}\nseeds: [0]\nbootstrap: 20\nclip: {{dir: {trained}}}\n"
                    f"generator: {{config: {base}, train: {{epochs: 1}}}}\n"
-                   "conditions:\n  ce: {}\n  ce+dir0.5: {directional_weight: 0.5}\n"
-                   "  ce+scst: {init: ce, train: {lr: 1.0e-4}, scst_weight: 1.0, scst_max_len: 12}\n"
-                   "  retrieval: {retrieval: true}\n")
+                   "conditions:\n  ce: {}\n  ce+dir0.5: {loss: {directional_weight: 0.5}}\n"
+                   "  ce+scst: {init: ce, train: {lr: 1.0e-4}, loss: {scst_weight: 1.0, scst_max_len: 12}}\n"
+                   "  retrieval: {retrieval: {k: 1}}\n")
     assert main(["experiment", str(exp)]) == 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in ("ce", "ce+dir0.5", "ce+scst", "retrieval"))
@@ -149,6 +149,7 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     assert "train/directional_loss_epoch" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     saved = (run / "config.yaml").read_text()
     assert "d_model: 32" in saved and "epochs: 1" in saved  # the base file, then the inline change
+    assert "directional_weight: 0.5" in saved  # and the condition's own section
     assert len((run / "predictions.jsonl").read_text().splitlines()) == 4  # the 4 test studies
     scst = load_config(tmp_path / "out" / "runs" / "ce+scst-s0" / "config.yaml").train  # SCST fine-tunes CE
     assert (scst.init_from, scst.lr, scst.epochs) == (str(tmp_path / "out" / "runs" / "ce-s0" / "model"), 1e-4, 1)
@@ -158,10 +159,22 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     assert (run / "predictions.jsonl").stat().st_mtime_ns == before
 
 
+def test_experiment_refuses_a_condition_field_outside_its_section(dataset, tmp_path, capsys):
+    root, _ = dataset
+    for condition, message in (("{directional_weight: 0.5}", "`directional_weight: 0.5` is not a config section"),
+                               ("{loss: {directional_wieght: 0.5}}", "unknown config field loss.directional_wieght")):
+        exp = tmp_path / "exp.yaml"
+        exp.write_text(f"data: r2gen:{root}\noutput: {tmp_path / 'out'}\nconditions:\n  ce: {{}}\n  bad: {condition}\n")
+        assert main(["experiment", str(exp)]) == 2
+        err = capsys.readouterr().err
+        assert "condition bad:" in err and message in err
+        assert not (tmp_path / "out" / "runs").exists()  # refused before any training
+
+
 def test_experiment_subset_cuts_only_the_splits_it_names():
     from types import SimpleNamespace
 
-    from cxrgen.commands.experiment import _subset
+    from cxrgen.training.experiment import _subset
 
     studies = [SimpleNamespace(id=i, split=sp) for i, sp in enumerate(["train"] * 3 + ["test"] * 3 + ["val"] * 2)]
     assert [s.id for s in _subset(studies, {"test": 1})] == [0, 1, 2, 3, 6, 7]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cxrgen.cli import main
 from cxrgen.data.cache import ImageCache
-from cxrgen.data.datasets import check_studies, load_studies, read_layout
+from cxrgen.data.specs import check_studies, load_studies, read_layout
 from cxrgen.data.images import ImageError, decode_image, load_image
 from cxrgen.data.iu import load_iu_reports, load_iu_xray
 from cxrgen.data.layouts.manifest import hash_split

@@ -1,7 +1,7 @@
 """Data-parallel training through Lightning: 2 processes (gloo, CPU) == 1 process at the same global batch.
 
 The 2-process run is launched exactly as users do on a cluster: `torchrun --nproc_per_node 2`
-running `cxrgen.train.fit(..., devices=2, strategy="ddp")`; Lightning picks up torchrun's
+running `cxrgen.training.fit.fit(..., devices=2, strategy="ddp")`; Lightning picks up torchrun's
 environment. This file is also the worker script that torchrun starts (see `__main__`).
 
 Why the two runs must agree: each training epoch is exactly one optimizer step over the whole
@@ -53,7 +53,7 @@ def make_studies(root: Path) -> list:
 def run(root: Path, out: Path, batch_size: int, devices: int) -> None:
     """Train on the synthetic studies under `root` (the worker body, in every rank)."""
     from cxrgen.config import Config
-    from cxrgen.train import fit
+    from cxrgen.training.fit import fit
 
     cfg = Config.from_dict({**OVERRIDES, "train": {**OVERRIDES["train"], "batch_size": batch_size}})
     torch.set_num_threads(1)

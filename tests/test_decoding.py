@@ -4,7 +4,7 @@ import torch
 
 from cxrgen.decoding import ban_repeated_ngrams, beam_search, generate, greedy
 from cxrgen.models.decoder import DecoderConfig, TransformerDecoder
-from cxrgen.models.generator import Memory
+from cxrgen.models.decoder import Memory
 
 BOS, EOS, V = 2, 3, 25
 

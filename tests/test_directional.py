@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrgen.data.tokenizer import ReportTokenizer
-from cxrgen.losses import DirectionalHook, DirectionalLoss
+from cxrgen.training.hooks import DirectionalHook
+from cxrgen.losses import DirectionalLoss
 from cxrgen.models.clip import ClipConfig, CXRClip
 
 REPORTS = [  # short on purpose: every step runs MiniLM forward and backward on a shared 2-core CPU

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from cxrgen.config import ModelConfig
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.models.generator import ReportModel
-from cxrgen.scst import Reward, RewardWeights, SCSTHook, label_f1, sample
+from cxrgen.training.hooks import Reward, RewardWeights, SCSTHook
+from cxrgen.evaluate.clinical import sample_f1
+from cxrgen.decoding import sample
 from cxrgen.testing import tiny_model
 
 REPORTS = ["No pleural effusion.", "Small left pleural effusion.", "Cardiomegaly.", "The lungs are clear."]
@@ -59,7 +61,7 @@ def test_reward_prefers_the_matching_report():
     good = reward(refs, refs, img)
     bad = reward(refs[::-1], refs, img)
     assert torch.allclose(good, torch.ones(2), atol=1e-4) and (bad < good - 0.5).all()
-    assert label_f1(["Cardiomegaly.", "Pneumothorax."], ["Cardiomegaly.", "Cardiomegaly."]).tolist() == [1.0, 0.0]
+    assert sample_f1(["Cardiomegaly.", "Pneumothorax."], ["Cardiomegaly.", "Cardiomegaly."]).tolist() == [1.0, 0.0]
 
 
 def test_scst_hook_gives_decoder_gradients():
@@ -81,7 +83,7 @@ def test_scst_with_a_cider_reward_needs_no_clip():
 
     from cxrgen.config import LossConfig
     from cxrgen.errors import UserError
-    from cxrgen.losses import hooks_from_config
+    from cxrgen.training.hooks import hooks_from_config
 
     tok, model, batch = _setup()
     (hook,) = hooks_from_config(LossConfig(scst_weight=1.0, reward_clip=0.0, reward_cider=1.0), studies=[])

@@ -261,7 +261,7 @@ def test_cli_baseline_and_eval(dataset, tmp_path, capsys, monkeypatch, scorer):
             "--output", str(out), "--with-baselines", "--bootstrap", "100"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["model", "rf", "most-frequent", "best-constant", "label-oracle", "random-train"]
+    assert list(metrics) == ["model", "rf", "most-frequent", "best-constant", "label-oracle", "finding-oracle", "random-train"]
     assert json.loads((out / "bootstrap.json").read_text())["resamples"] == 100
     assert "| best-constant |" in capsys.readouterr().out
 

@@ -7,7 +7,8 @@ from cxrgen.config import ModelConfig
 from cxrgen.errors import UserError
 from cxrgen.models.decoder import DecoderConfig, TransformerDecoder
 from cxrgen.models.encoders import create_encoder, list_encoders
-from cxrgen.models.generator import ReportModel, grid_positions, images_to_tensor
+from cxrgen.models.generator import ReportModel, grid_positions
+from cxrgen.inference import views_to_tensor
 from cxrgen.testing import TINY_MODEL, tiny_model
 
 
@@ -93,11 +94,11 @@ def test_forward_shape_and_missing_lateral_is_masked(model):
 def test_images_to_tensor_accepts_rgb_and_rejects_bad_shapes():
     grey = np.full((50, 40), 255, np.uint8)
     rgb = np.zeros((30, 30, 3), np.uint8)
-    images, vm = images_to_tensor([grey, rgb], [None, grey], 32)
+    images, vm = views_to_tensor([grey, rgb], [None, grey], 32)
     assert images.shape == (2, 2, 1, 32, 32) and images[0, 0].max() == 1.0
     assert vm.tolist() == [[True, False], [True, True]]
     with pytest.raises(ValueError, match="HxW"):
-        images_to_tensor([np.zeros(5, np.uint8)], [None], 32)
+        views_to_tensor([np.zeros(5, np.uint8)], [None], 32)
 
 
 def test_grid_positions_distinguish_patches():

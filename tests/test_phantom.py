@@ -128,7 +128,7 @@ def test_png_writer_is_lossless(tmp_path):
 
 
 def test_build_writes_r2gen_layout_that_loads(tmp_path):
-    from cxrgen.data.datasets import load_studies
+    from cxrgen.data.specs import load_studies
 
     counts = build_phantom(tmp_path / "ph", size=64, limit=3, workers=1)
     assert counts["studies"] == 3 and counts["images"] == 6

@@ -9,7 +9,7 @@ from PIL import Image
 from cxrgen.config import Config
 from cxrgen.data.studies import ImageRef, Study
 from cxrgen.testing import tiny_config
-from cxrgen.train import build_datamodule
+from cxrgen.training.fit import build_datamodule
 
 TEXTS = ["the heart is normal in size . the lungs are clear .", "small left pleural effusion ."]
 

@@ -252,7 +252,7 @@ def test_page_loads_nothing_from_the_network():
 
 
 def test_real_checkpoint_end_to_end(tiny_model):
-    from cxrgen.models.generator import ReportGenerator
+    from cxrgen.inference import ReportGenerator
 
     app = create_app(ReportGenerator.from_pretrained(tiny_model), model_name="tiny")
     with TestClient(app) as c:

@@ -15,11 +15,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from cxrgen.config import Config
 from cxrgen.data.tokenizer import ReportTokenizer
-from cxrgen.losses import DirectionalHook
+from cxrgen.training.hooks import DirectionalHook
 from cxrgen.models.clip import ClipConfig, CXRClip
 from cxrgen.models.generator import ReportModel
 from cxrgen.testing import tiny_config
-from cxrgen.train import GeneratorModule
+from cxrgen.training.module import GeneratorModule
 
 REPORTS = ["The lungs are clear.", "Cardiomegaly. Small left pleural effusion.", "No pneumothorax.",
            "Right upper lobe opacity."]

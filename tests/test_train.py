@@ -10,11 +10,14 @@ from PIL import Image
 from cxrgen.checkpoint import FILES, load_checkpoint
 from cxrgen.cli import main
 from cxrgen.config import Config, apply_overrides, load_config
-from cxrgen.data.datasets import load_studies
+from cxrgen.data.specs import load_studies
 from cxrgen.errors import UserError
-from cxrgen.models.generator import ReportGenerator
+from cxrgen.inference import ReportGenerator
 from cxrgen.testing import MANIFEST_REPORTS, tiny_training_overrides
-from cxrgen.train import GeneratorModule, MarginEarlyStopping, collate, fit
+from cxrgen.training.module import GeneratorModule
+from cxrgen.training.callbacks import MarginEarlyStopping
+from cxrgen.data.loader import collate
+from cxrgen.training.fit import fit
 
 TEXTS = MANIFEST_REPORTS  # the reports of the `manifest` fixture's studies (conftest.py)
 TINY = tiny_training_overrides()
@@ -101,7 +104,7 @@ def test_label_prefix_is_teacher_forced_in_training_only(run):
 
 @pytest.mark.slow
 def test_thresholds_are_tuned_on_validation_and_decide_the_prefix(run):
-    from cxrgen.train import tune_thresholds
+    from cxrgen.training.module import tune_thresholds
 
     probs = torch.tensor([[0.1, 0.3], [0.2, 0.4], [0.8, 0.6], [0.9, 0.7]])
     labels = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
@@ -157,7 +160,7 @@ def test_finetune_mode_two_steps(manifest, tmp_path):
 def test_init_from_starts_at_the_checkpoint_weights_and_vocabulary(run, manifest, tmp_path, capsys):
     """`train.init_from` (SCST after CE): the new run's first step starts from the old model, with
     its tokenizer even when this run's settings would build another; a different model is refused."""
-    from cxrgen.train import build_datamodule
+    from cxrgen.training.fit import build_datamodule
 
     torch.set_num_threads(1)
     old_model, old_tok, old_cfg, _ = load_checkpoint(run / "model")
@@ -197,7 +200,7 @@ def test_margin_early_stopping_rule():
 
 
 def test_length_buckets_keep_every_study_and_cut_padding():
-    from cxrgen.train import LengthBucketSampler
+    from cxrgen.data.loader import LengthBucketSampler
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(10, 100, size=1003).tolist()
@@ -215,7 +218,7 @@ def test_length_buckets_keep_every_study_and_cut_padding():
 
 
 def test_sampler_weights_oversample_at_the_same_epoch_length():
-    from cxrgen.train import LengthBucketSampler
+    from cxrgen.data.loader import LengthBucketSampler
 
     lengths = [20] * 900 + [60] * 100  # the last 100 studies stand for the abnormal ones
     weights = [1.0] * 900 + [3.0] * 100

@@ -316,7 +316,7 @@ def bad_image_outcomes(model: Path, corpus: dict[str, Path], workdir: Path) -> d
     {name: {"generate": (exit, line), "check": problem line or "", "api": (status, detail or report)}}."""
     from fastapi.testclient import TestClient
 
-    from cxrgen.models.generator import ReportGenerator
+    from cxrgen.inference import ReportGenerator
     from cxrgen.serve import create_app
 
     checked = check_manifest(corpus, workdir)

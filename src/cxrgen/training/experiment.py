@@ -60,13 +60,13 @@ def _clip(spec: dict, data: str, studies: list, out: Path):
     return clip, str(path)
 
 
-def _overrides(sections: dict, where: str) -> list[str]:
+def _overrides(sections: dict) -> list[str]:
     """`section.field=value` strings from a mapping of config sections (`{train: {epochs: 4}}`)."""
     if not isinstance(sections, dict):
-        raise UserError(f"{where}: expected a mapping of config sections, got {sections!r}")
+        raise UserError(f"expected a mapping of config sections, got {sections!r}")
     for section, values in sections.items():
         if values is not None and not isinstance(values, dict):
-            raise UserError(f"{where}: `{section}: {values}` is not a config section; write fields under "
+            raise UserError(f"`{section}: {values}` is not a config section; write fields under "
                             f"their section, e.g. `loss: {{directional_weight: 0.1}}`")
     return [f"{section}.{key}={json.dumps(value)}" for section, values in sections.items()
             for key, value in (values or {}).items()]
@@ -77,9 +77,9 @@ def generator_config(spec: dict, seed: int, condition: dict | None = None) -> Co
     then the experiment's inline sections, then the condition's own sections, then the seed."""
     spec = dict(spec)
     base = spec.pop("config", None)
-    config = load_config(base, _overrides(spec, "generator"))
+    config = load_config(base, _overrides(spec))
     sections = {k: v for k, v in (condition or {}).items() if k not in CONDITION_KEYS}
-    return apply_overrides(config, _overrides(sections, "condition") + [f"train.seed={seed}"])
+    return apply_overrides(config, _overrides(sections) + [f"train.seed={seed}"])
 
 
 def _run(name: str, seed: int, cond: dict, exp: dict, studies: list, test: list, clip, clip_dir: str,
@@ -181,6 +181,12 @@ def run_experiment(config_path: str, data: str | None = None, output: str | None
     if not exp.get("data") or not exp.get("conditions"):
         raise UserError(f"{config_path}: needs `data` (or --data) and `conditions`")
     seeds = exp.get("seeds", [0, 1, 2])
+    for name, cond in exp["conditions"].items():  # a mistyped condition fails now, not after hours of training
+        if not (cond or {}).get("retrieval"):
+            try:
+                generator_config(exp.get("generator") or {}, seeds[0], cond)
+            except UserError as e:
+                raise UserError(f"{config_path}: condition {name}: {e}") from None
     out = Path(output or exp.get("output", "runs/ablation_clip"))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "experiment.yaml", yaml.safe_dump(exp, sort_keys=False))
@@ -191,12 +197,6 @@ def run_experiment(config_path: str, data: str | None = None, output: str | None
     clip, clip_dir = _clip(exp.get("clip") or {}, exp["data"], studies, out)
     ids, emb = embed_study_images(clip, [s for s in studies if s.split != "test"])
     image_emb = dict(zip(ids, emb))
-    for name, cond in exp["conditions"].items():  # a mistyped condition fails now, not after hours of training
-        if not (cond or {}).get("retrieval"):
-            try:
-                generator_config(exp.get("generator") or {}, seeds[0], cond)
-            except UserError as e:
-                raise UserError(f"{config_path}: condition {name}: {e}") from None
     systems, timing = {}, {}
     for name, cond in exp["conditions"].items():
         cond = cond or {}

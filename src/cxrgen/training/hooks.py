@@ -27,6 +27,7 @@ from cxrgen.evaluate.nlg import cider
 from cxrgen.losses import DirectionalLoss
 from cxrgen.models.clip import ClipModel, CXRClip, load_clip
 from cxrgen.retrieval import embed_study_images
+from cxrgen.training.module import batch_memory
 
 
 class DirectionalHook:
@@ -154,15 +155,9 @@ class SCSTHook:
         self.max_len, self.temperature = max_len, temperature
         self.ref_emb: dict[str, torch.Tensor] = {}
 
-    def _memory(self, module, batch):
-        vm = batch["view_mask"]
-        if "features" in batch:
-            return module.model.memory_from_features(batch["features"].float(), vm)  # float16 from the loader
-        return module.model.memory_from_features(module.model.encode_views(batch["image"].float() / 255, vm), vm)
-
     def __call__(self, module: nn.Module, batch: dict, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         tok, ids = module.tokenizer, batch["study_id"]
-        memory = self._memory(module, batch)
+        memory = batch_memory(module.model, batch)
         samples, logp = sample(module.model.decoder, memory, tok.bos_id, tok.eos_id, self.max_len, self.temperature)
         was_training = module.model.training
         module.model.eval()  # the baseline is the deterministic greedy decode

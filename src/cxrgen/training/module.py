@@ -21,6 +21,14 @@ from cxrgen.models.generator import N_CONDITIONS, ReportModel
 ExtraLoss = Callable[["GeneratorModule", dict, torch.Tensor], dict[str, torch.Tensor]]
 
 
+def batch_memory(model: ReportModel, batch: dict, teacher: bool = False) -> Memory:
+    """Decoder memory of a batch (cached float16 encoder features, or uint8 images). `teacher` forces the
+    label states to the reference findings, as training does; validation and SCST decode as at inference."""
+    vm = batch["view_mask"]
+    feats = batch["features"].float() if "features" in batch else model.encode_views(batch["image"].float() / 255, vm)
+    return model.memory_from_features(feats, vm, (batch["labels"], batch["label_mask"]) if teacher else None)
+
+
 def tune_thresholds(probs: torch.Tensor, labels: torch.Tensor, known: torch.Tensor, min_positives: int = 5) -> torch.Tensor:
     """Per condition, the probability threshold with the best F1 on (N, 14) validation rows.
 
@@ -59,15 +67,8 @@ class GeneratorModule(L.LightningModule):
         self._val_refs: list[str] = []
         self._val_probs: list[torch.Tensor] = []  # (probabilities, labels, label_mask) per batch
 
-    def memory(self, batch: dict, teacher: bool = False) -> Memory:
-        """Decoder memory of a batch (cached encoder features or images); `teacher` forces the label states
-        to the reference findings, as training does (validation and SCST decode as at inference)."""
-        vm = batch["view_mask"]
-        feats = batch["features"].float() if "features" in batch else self.model.encode_views(batch["image"].float() / 255, vm)
-        return self.model.memory_from_features(feats, vm, (batch["labels"], batch["label_mask"]) if teacher else None)
-
     def model_step(self, batch: dict) -> tuple[dict[str, torch.Tensor], Memory]:
-        memory = self.memory(batch, teacher=self.training)
+        memory = batch_memory(self.model, batch, teacher=self.training)
         ids = batch["report_ids"]
         logits = self.model.decode(memory, ids[:, :-1])  # (B, T-1, V)
         tc = self.config.train
