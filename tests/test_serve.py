@@ -16,12 +16,9 @@ import threading
 import zlib
 
 import numpy as np
-import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxrgen.cli import main
 from cxrgen.labeler import CONDITIONS
@@ -30,24 +27,7 @@ from cxrgen.errors import UserError
 from cxrgen.serve.app import STATIC
 from cxrgen.serve.similar import SimilarCases
 from cxrgen.serve.worker import BatchWorker, Busy
-from cxrgen.testing import StandInClip, StandInGenerator, png, similar_case_studies
-
-
-def dicom(with_pixels: bool = True) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME2"
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 48, 40, 1
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if with_pixels:
-        ds.PixelData = (np.arange(48 * 40, dtype=np.uint16) % 4096).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+from cxrgen.testing import StandInClip, StandInGenerator, dicom_bytes, png, similar_case_studies
 
 
 def png_bomb(side: int = 100_000) -> bytes:
@@ -98,7 +78,7 @@ def test_heatmap_matches_preview_size(client):
 
 
 def test_lateral_and_dicom(client):
-    r = post(client, frontal=dicom(), lateral=png(value=10))
+    r = post(client, frontal=dicom_bytes(), lateral=png(value=10))
     assert r.status_code == 200, r.text
     assert r.json()["report"].endswith("Lateral view seen.")
     assert r.json()["images"]["lateral"].startswith("data:image/jpeg")
@@ -122,7 +102,7 @@ BAD = {
     "oversized": (lambda: {"frontal": ("x.png", png(1200, 1200, noise=True))}, 413, "limit"),
     "decompression bomb": (lambda: {"frontal": ("x.png", png_bomb())}, 413, "too many pixels"),
     "above the pixel limit": (lambda: {"frontal": ("x.png", png_bomb(8000))}, 413, "8000x8000 pixels"),
-    "dicom without pixels": (lambda: {"frontal": ("x.dcm", dicom(with_pixels=False))}, 422, "no pixel data"),
+    "dicom without pixels": (lambda: {"frontal": ("x.dcm", dicom_bytes(with_pixels=False))}, 422, "no pixel data"),
     "wrong field name": (lambda: {"image": ("x.png", png())}, 422, "unexpected form field 'image'"),
     "lateral only": (lambda: {"lateral": ("x.png", png())}, 422, "missing form field 'frontal'"),
 }
@@ -256,7 +236,7 @@ def test_real_checkpoint_end_to_end(tiny_model):
 
     app = create_app(ReportGenerator.from_pretrained(tiny_model), model_name="tiny")
     with TestClient(app) as c:
-        r = post(c, frontal=png(300, 360, noise=True), lateral=dicom())
+        r = post(c, frontal=png(300, 360, noise=True), lateral=dicom_bytes())
         assert r.status_code == 200, r.text
         body = r.json()
         assert isinstance(body["report"], str) and body["report"]  # random weights: words, not sense
