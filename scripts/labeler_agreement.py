@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--audit", type=int, default=0, metavar="N",
                         help="print N random disagreements on the positive class (any class) to read and judge")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--literal-no-finding", action="store_true",
+                        help="No Finding = 1 whenever none of the 13 pathologies is positive or uncertain (the "
+                             "published rule) instead of also withholding it for findings outside the 14")
     parser.add_argument("--impression-check", action="store_true",
                         help="count findings named only in the impression and the reference's labels for them")
     args = parser.parse_args()
@@ -53,6 +56,11 @@ def main() -> None:
         return
     rows = load_reference(args.reference, args.section)
     predictions = [label(r["text"]) for r in rows]
+    if args.literal_no_finding:
+        pathologies = [c for c in CONDITIONS if c not in ("No Finding", "Support Devices")]
+        for r, p in zip(rows, predictions):
+            if r["text"].strip() and not any(p[c] in (1, -1) for c in pathologies):
+                p["No Finding"] = 1
     table, micro = agreement(rows, predictions)
     print(f"{len(rows)} reports from {args.reference.name}, labeling the {args.section}\n")
     print("| observation | positives (ref) | precision | recall | F1 | exact 4-way agreement |")
