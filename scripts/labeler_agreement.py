@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections import Counter
 from pathlib import Path
 
 from cxrgen.evaluate.agreement import agreement, load_reference
-from cxrgen.labeler import CONDITIONS, label
+from cxrgen.labeler import CONDITIONS, label, mentions
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "iu_xray" / "chexpert_labeler_iu.csv"
 
@@ -58,9 +59,13 @@ def main() -> None:
     predictions = [label(r["text"]) for r in rows]
     if args.literal_no_finding:
         pathologies = [c for c in CONDITIONS if c not in ("No Finding", "Support Devices")]
+        changed, outside = 0, Counter()
         for r, p in zip(rows, predictions):
-            if r["text"].strip() and not any(p[c] in (1, -1) for c in pathologies):
-                p["No Finding"] = 1
+            if r["text"].strip() and p["No Finding"] != 1 and not any(p[c] in (1, -1) for c in pathologies):
+                p["No Finding"], changed = 1, changed + 1
+                outside.update(m.finding for m in mentions(r["text"]) if m.status != 0 and m.observation is None)
+        print(f"literal No Finding rule: {changed} reports become No Finding; the findings outside the 14 "
+              f"that withheld it: {', '.join(f'{f} ({n})' for f, n in outside.most_common(8))}\n")
     table, micro = agreement(rows, predictions)
     print(f"{len(rows)} reports from {args.reference.name}, labeling the {args.section}\n")
     print("| observation | positives (ref) | precision | recall | F1 | exact 4-way agreement |")
