@@ -1,7 +1,9 @@
 """`cxrgen eval`: score prediction files against a dataset split, beside the trivial baselines.
 
 Writes metrics.json, metrics.md (95% bootstrap CIs, p-values), bootstrap.json (seed, p-values),
-per_sample.csv, per_class.csv and metrics.png into --output. A system is named by its file stem.
+per_sample.csv, per_class.csv and metrics.png into --output; on a phantom set also omission,
+hallucination and side errors against the images' truth (per_kind.csv). A system is named by its
+file stem.
 """
 from __future__ import annotations
 
@@ -38,7 +40,14 @@ def _evaluate(args, systems: dict[str, dict[str, str]], scorer) -> int:
             if name in systems:
                 raise UserError(f"a prediction file is named like the baseline {name!r}; rename it")
             systems[name] = dict(zip(ids, build_baseline(name, train, refs, seed=args.seed)))
-    result = evaluate_systems(systems, references, n_boot=args.bootstrap, seed=args.seed, scorer=scorer)
+    truths = None
+    layout, _, root = args.dataset.partition(":")
+    if layout == "phantom":  # the images' own truth: omission and hallucination without a labeler on that side
+        from cxrgen.evaluate.truth import read_truths
+
+        truths = read_truths(root, list(references))
+    result = evaluate_systems(systems, references, n_boot=args.bootstrap, seed=args.seed, scorer=scorer,
+                              truths=truths)
     paths = result.save(args.output)
     print(result.to_markdown())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

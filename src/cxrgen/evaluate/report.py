@@ -22,6 +22,7 @@ from cxrgen.errors import UserError
 from cxrgen.evaluate.bootstrap import paired_p_value, percentile_ci, resample_weights
 from cxrgen.evaluate.clinical import CE_METRICS, LabelFn, ce_counts, ce_metrics, label_texts, per_class_table
 from cxrgen.evaluate.nlg import NLG_METRICS, NLGSamples, NLGScorer, meteor_from_stats
+from cxrgen.evaluate.truth import TRUTH_METRICS, per_kind_table, truth_counts, truth_kinds, truth_metrics
 from cxrgen.labeler import label_many
 
 METRICS = NLG_METRICS + CE_METRICS
@@ -36,12 +37,16 @@ class SystemSamples:
 
     nlg: NLGSamples
     ce: np.ndarray  # (N, 14, 3) TP / FP / FN per condition
+    truth: np.ndarray | None = None  # (N, kinds, 6) counts against a phantom's truth (cxrgen.evaluate.truth)
 
     def metrics(self, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """All metrics, for each sample once (weights None) or for (B, N) resample weights."""
         out = self.nlg.corpus(weights)
         summed = self.ce.sum(0) if weights is None else np.tensordot(weights, self.ce, axes=(1, 0))
         out.update(ce_metrics(summed))
+        if self.truth is not None:
+            per_study = self.truth.sum(1)  # (N, 6): over kinds
+            out.update(truth_metrics(per_study.sum(0) if weights is None else weights @ per_study))
         return out
 
 
@@ -54,6 +59,7 @@ class EvalResult:
     n_studies: int
     n_boot: int
     seed: int
+    per_kind: pd.DataFrame | None = None  # (system, kind) -> drawn, stated, omission, ... (phantom truth only)
 
     def to_markdown(self) -> str:
         return _markdown(self)
@@ -74,6 +80,9 @@ class EvalResult:
         atomic_write_text(paths["per_class.csv"], self.per_class.to_csv(float_format="%.6g"))
         with atomic_open(paths["metrics.png"], "wb") as f:
             _bar_chart(self.metrics, f)
+        if self.per_kind is not None:
+            paths["per_kind.csv"] = out / "per_kind.csv"
+            atomic_write_text(paths["per_kind.csv"], self.per_kind.to_csv(float_format="%.6g"))
         return paths
 
 
@@ -97,11 +106,14 @@ def evaluate_systems(
     seed: int = 0,
     label_fn: LabelFn = label_many,
     scorer: NLGScorer | None = None,
+    truths: Mapping[str, dict] | None = None,
 ) -> EvalResult:
     """Score each system's {id: report} against {id: reference}; ids must match exactly.
 
     Returns corpus metrics with 95% percentile bootstrap CIs (n_boot paired resamples of the
     studies, drawn from `seed`), pairwise p-values, per-sample scores and per-class CE tables.
+    With `truths` ({id: a phantom study's truth.json}), also omission, hallucination and side
+    errors against what the images show, overall and per finding kind.
     Pass an open `scorer` to reuse its METEOR JVM across calls (it is left open); otherwise one is
     started and stopped here.
     """
@@ -119,22 +131,32 @@ def evaluate_systems(
         texts = {name: [preds[i] for i in ids] for name, preds in systems.items()}
         ref_pos = label_texts(refs, label_fn)
         ce = {name: ce_counts(label_texts(t, label_fn), ref_pos) for name, t in texts.items()}
-        samples = {name: SystemSamples(scorer.score(t, refs), ce[name])
+        truth, kinds = {}, []
+        if truths is not None:
+            truth_list = [truths[i] for i in ids]
+            kinds = truth_kinds(truth_list, texts)
+            truth = {name: truth_counts(t, truth_list, kinds) for name, t in texts.items()}
+        samples = {name: SystemSamples(scorer.score(t, refs), ce[name], truth.get(name))
                    for name, t in tqdm(texts.items(), desc="scoring systems", unit="system", disable=None)}
     finally:
         if own:
             scorer.close()
+    names = METRICS + (TRUTH_METRICS if truths is not None else ())
     weights = resample_weights(len(ids), n_boot, seed)
     point = {name: s.metrics() for name, s in samples.items()}
     boot = {name: s.metrics(weights) for name, s in samples.items()}
     metrics = {
         name: {m: {"value": float(point[name][m]), **dict(zip(("ci_low", "ci_high"), percentile_ci(boot[name][m])))}
-               for m in METRICS}
+               for m in names}
         for name in samples
     }
     p_values = {m: {f"{a} vs {b}": paired_p_value(boot[a][m], boot[b][m]) for a, b in itertools.combinations(samples, 2)}
-                for m in METRICS}
-    return EvalResult(metrics, p_values, _per_sample(ids, samples), _per_class(samples), len(ids), n_boot, seed)
+                for m in names}
+    per_kind = None
+    if truths is not None:
+        per_kind = pd.concat({name: per_kind_table(s.truth, kinds) for name, s in samples.items()}, names=["system"])
+    return EvalResult(metrics, p_values, _per_sample(ids, samples), _per_class(samples), len(ids), n_boot, seed,
+                      per_kind)
 
 
 def evaluate(predictions: Mapping[str, str], references: Mapping[str, str], **kwargs) -> EvalResult:
@@ -184,6 +206,19 @@ def _markdown(r: EvalResult) -> str:
     systems = list(r.metrics)
     parts.append(_table(["condition", "support"] + systems,
                         [[c, str(support[c])] + [f"{f1.loc[c, s]:.3f}" for s in systems] for c in f1.index]))
+    if r.per_kind is not None:
+        parts.append("\n## Against the phantom's truth\n")
+        parts.append("Omission: drawn findings the report does not state. Hallucination: stated findings that were "
+                     "not drawn. Side error: both drawn and stated, on different sides.\n")
+        parts.append(_table(["system"] + list(TRUTH_METRICS),
+                            [[s] + [cell(m[c]) for c in TRUTH_METRICS] for s, m in r.metrics.items()]))
+        parts.append("\nPer finding kind (drawn / stated counts, omission / hallucination):\n")
+        pk = r.per_kind
+        kinds = list(dict.fromkeys(pk.index.get_level_values("kind")))
+        drawn = pk["drawn"].groupby(level="kind").first()
+        parts.append(_table(["kind", "drawn"] + systems, [
+            [k, str(drawn[k])] + [f"{pk.loc[(s, k), 'stated']} stated, {pk.loc[(s, k), 'omission']:.2f} / "
+                                  f"{pk.loc[(s, k), 'hallucination']:.2f}" for s in systems] for k in kinds]))
     if len(systems) > 1:
         parts.append("\n## Paired bootstrap p-values (two-sided)\n")
         pairs = list(r.p_values[P_VALUE_METRICS[0]])
