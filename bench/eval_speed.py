@@ -45,8 +45,6 @@ def _parts(preds_path: Path) -> None:
     A running JVM's CPU is only counted once it exits, so the METEOR alignments show in the wall
     time of the NLG step, not in its CPU time.
     """
-    import json
-
     rows = []
 
     def step(name, fn):
@@ -75,9 +73,10 @@ def _parts(preds_path: Path) -> None:
     from cxrgen.evaluate.clinical import label_texts
     from cxrgen.evaluate.bootstrap import resample_weights
     from cxrgen.evaluate.report import SystemSamples
+    from cxrgen.io import read_predictions
 
     refs = [s.findings for s in step("load the test split (load_iu_xray)", lambda: load_iu_xray("test"))]
-    preds = [json.loads(line)["report"] for line in preds_path.read_text().splitlines()]
+    preds = list(read_predictions(preds_path).values())
     step("CheXpert labels of 590 references + 590 predictions", lambda: (label_texts(refs), label_texts(preds)))
     step("METEOR JVM start + one pair", meteor_start)
     from cxrgen.evaluate.nlg import NLGScorer

@@ -20,6 +20,7 @@ from cxrgen.evaluate.bootstrap import paired_p_value, resample_weights
 from cxrgen.evaluate.clinical import COMMON5, CONDITIONS, ce_counts, ce_metrics, per_class_table, positives
 from cxrgen.evaluate.nlg import NLGScorer, clean, meteor_from_stats
 from cxrgen.evaluate.report import METRICS, check_ids, evaluate, evaluate_systems
+from cxrgen.io import read_predictions
 from cxrgen.labeler import label
 
 REFS = {
@@ -254,8 +255,8 @@ def test_cli_baseline_and_eval(dataset, tmp_path, capsys, monkeypatch, scorer):
     preds.write_text("".join(json.dumps({"id": k, "report": v}) + "\n" for k, v in MODEL.items()))
     rf = tmp_path / "rf.jsonl"
     assert main(["baseline", "random-train", "--dataset", dataset, "--output", str(rf), "--seed", "4"]) == 0
-    rows = [json.loads(line) for line in rf.read_text().splitlines()]
-    assert [r["id"] for r in rows] == list(REFS) and all(r["report"] in TRAIN for r in rows)
+    rows = read_predictions(rf)
+    assert list(rows) == list(REFS) and all(r in TRAIN for r in rows.values())
     out = tmp_path / "ev"
     argv = ["eval", "--predictions", str(preds), "--predictions", str(rf), "--dataset", dataset,
             "--output", str(out), "--with-baselines", "--bootstrap", "100"]

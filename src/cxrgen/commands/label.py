@@ -6,12 +6,11 @@ CheXpert's order, with 1 / 0 / -1 / empty (JSONL output: 1 / 0 / -1 / null).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from tqdm import tqdm
 
-from cxrgen.io import atomic_open, read_jsonl
+from cxrgen.io import atomic_open, read_jsonl, write_jsonl
 from cxrgen.errors import UserError
 from cxrgen.labeler import CONDITIONS, label
 
@@ -36,9 +35,7 @@ def _read(path: Path) -> list[dict]:
 
 def _write(path: Path, rows: list[dict], columns: list[str]) -> None:
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        with atomic_open(path, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
+        write_jsonl(path, ({c: row.get(c) for c in columns} for row in rows))
         return
     with atomic_open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
