@@ -128,12 +128,13 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
                  "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) >= {"report", "probabilities", "attention", "disclaimer"}
+    assert set(out) >= {"report", "probabilities", "calls", "attention", "disclaimer"}
+    assert set(out["calls"]) <= set(out["probabilities"])
     preds = tmp_path / "preds.jsonl"
     assert main(["generate", "--model", str(run / "model"), "--data", f"manifest:{manifest}", "--split", "test",
                  "--output", str(preds), "--beam", "2", "--length-penalty", "2.0"]) == 0
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report"} for r in rows)
+    assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report", "calls"} for r in rows)
 
 
 @pytest.mark.slow

@@ -67,9 +67,11 @@ class ReportGenerator:
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
                        beam_size: int | None = None, max_len: int | None = None,
                        length_penalty: float | None = None, return_attention: bool = True) -> list[dict]:
-        """One dict per study: {"report", "probabilities": {condition: p}, "attention": (h, w) array or None}.
+        """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
+        "attention": (h, w) array or None}.
 
-        The attention map is the last decoder layer's cross-attention over the frontal view's
+        `calls` are the conditions the classifier calls present at its tuned thresholds (what the
+        decoder's label states say). The attention map is the last decoder layer's cross-attention over the frontal view's
         patches, averaged over heads and generated tokens, scaled to max 1.
         """
         laterals = laterals if laterals is not None else [None] * len(frontals)
@@ -81,6 +83,7 @@ class ReportGenerator:
                        length_penalty=dc.length_penalty if length_penalty is None else length_penalty, no_repeat_ngram=dc.no_repeat_ngram,
                        return_attention=return_attention)
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
+        called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
         results = []
         for i, ids in enumerate(out.sequences):
             att = None
@@ -90,6 +93,7 @@ class ReportGenerator:
                 att = (a / max(a.max(), 1e-12)).reshape(side, side).astype(np.float32)
             results.append({"report": self.tokenizer.decode(ids),
                             "probabilities": {c: float(p) for c, p in zip(CONDITIONS, probs[i])},
+                            "calls": [c for c, on in zip(CONDITIONS, called[i]) if on],
                             "attention": att})
         return results
 

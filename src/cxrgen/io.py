@@ -125,23 +125,31 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_predictions(path: str | Path) -> dict[str, str]:
-    """{id: report} from a JSONL file of {"id": ..., "report": ...} lines (what `cxrgen generate` writes)."""
+def read_prediction_rows(path: str | Path) -> dict[str, dict]:
+    """{id: row} from a JSONL file of {"id": ..., "report": ...} lines (what `cxrgen generate` writes;
+    its rows may also carry "calls", the conditions the model's classifier called)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"predictions file not found: {path}")
-    preds: dict[str, str] = {}
+    rows: dict[str, dict] = {}
     for n, row in read_jsonl(path, PREDICTION_LINE):
         if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)) or not isinstance(row.get("report"), str):
             raise UserError(f'{path}:{n}: each line must be {{"id": "...", "report": "..."}}')
+        if "calls" in row and not (isinstance(row["calls"], list) and all(isinstance(c, str) for c in row["calls"])):
+            raise UserError(f'{path}:{n}: "calls" must be a list of condition names')
         sid = str(row["id"])
-        if sid in preds:
+        if sid in rows:
             raise UserError(f"{path}:{n}: duplicate id {sid!r}")
-        preds[sid] = row["report"]
-    if not preds:
+        rows[sid] = row
+    if not rows:
         raise UserError(f'{path}: no predictions (empty file); write it with `cxrgen generate --data SPEC --output '
                         f'{path}` or give one {{"id": ..., "report": ...}} line per study')
-    return preds
+    return rows
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    """{id: report} from a predictions JSONL file (see `read_prediction_rows`)."""
+    return {sid: row["report"] for sid, row in read_prediction_rows(path).items()}
 
 
 def write_predictions(preds: dict[str, str], path: str | Path) -> int:

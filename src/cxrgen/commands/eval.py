@@ -14,20 +14,24 @@ from cxrgen.errors import UserError
 
 def _run(args) -> int:
     from cxrgen.evaluate.nlg import NLGScorer
-    from cxrgen.io import read_predictions
+    from cxrgen.io import read_prediction_rows
 
     if args.bootstrap < 1:
         raise UserError("--bootstrap must be at least 1")
     systems: dict[str, dict[str, str]] = {}
+    calls: dict[str, dict[str, list[str]]] = {}  # systems whose files carry their classifier's calls
     for p in map(Path, args.predictions):
         if p.stem in systems:
             raise UserError(f"two prediction files are both named {p.stem!r}; rename one (the file stem names the system)")
-        systems[p.stem] = read_predictions(p)
+        rows = read_prediction_rows(p)
+        systems[p.stem] = {sid: row["report"] for sid, row in rows.items()}
+        if all("calls" in row for row in rows.values()):
+            calls[p.stem] = {sid: row["calls"] for sid, row in rows.items()}
     with NLGScorer() as scorer:  # start the METEOR JVM now: it loads while the data and baselines do
-        return _evaluate(args, systems, scorer)
+        return _evaluate(args, systems, calls, scorer)
 
 
-def _evaluate(args, systems: dict[str, dict[str, str]], scorer) -> int:
+def _evaluate(args, systems: dict[str, dict[str, str]], calls: dict[str, dict[str, list[str]]], scorer) -> int:
     from cxrgen.data.specs import reference_reports
     from cxrgen.evaluate.baselines import BASELINES, build_baseline
     from cxrgen.evaluate.report import evaluate_systems
@@ -47,7 +51,7 @@ def _evaluate(args, systems: dict[str, dict[str, str]], scorer) -> int:
 
         truths = read_truths(root, list(references))
     result = evaluate_systems(systems, references, n_boot=args.bootstrap, seed=args.seed, scorer=scorer,
-                              truths=truths)
+                              truths=truths, calls=calls)
     paths = result.save(args.output)
     print(result.to_markdown())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -42,7 +42,7 @@ def _split(gen, args, decode: dict) -> int:
             if out is None:
                 skipped.append(s.id)
             else:
-                yield {"id": s.id, "report": out["report"]}
+                yield {"id": s.id, "report": out["report"], "calls": out["calls"]}
 
     written = write_jsonl(args.output, rows())
     print(f"{written} predictions written to {args.output}"

@@ -70,6 +70,14 @@ def ce_metrics(summed: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def draft_agreement(summed: np.ndarray, called: np.ndarray) -> np.ndarray:
+    """How well drafts state what the classifier calls: macro-F1 between the labeler's positives of
+    each draft and the classifier's calls, over the observations in `called` ((14,) bool, those
+    called at least once). `summed`: (..., 14, 3) counts of `ce_counts(draft positives, calls)`."""
+    _, _, f1 = _prf(summed[..., 0], summed[..., 1], summed[..., 2])
+    return f1[..., called].mean(-1) if called.any() else np.zeros(summed.shape[:-2])
+
+
 def per_class_table(counts: np.ndarray) -> pd.DataFrame:
     """Per-condition precision, recall, F1 and support (reference positives) from (N, 14, 3) counts."""
     tp, fp, fn = counts.sum(0).T

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 from cxrgen.io import atomic_open, atomic_write_text
 from cxrgen.errors import UserError
 from cxrgen.evaluate.bootstrap import paired_p_value, percentile_ci, resample_weights
-from cxrgen.evaluate.clinical import CE_METRICS, LabelFn, ce_counts, ce_metrics, label_texts, per_class_table
+from cxrgen.evaluate.clinical import CE_METRICS, LabelFn, ce_counts, ce_metrics, draft_agreement, label_texts, per_class_table
 from cxrgen.evaluate.nlg import NLG_METRICS, NLGSamples, NLGScorer, meteor_from_stats
 from cxrgen.evaluate.truth import TRUTH_METRICS, per_kind_table, truth_counts, truth_kinds, truth_metrics
-from cxrgen.labeler import label_many
+from cxrgen.labeler import CONDITIONS, label_many
 
 METRICS = NLG_METRICS + CE_METRICS
 # The columns of the headline table and chart; the full CE set is in its own table.
@@ -38,12 +38,17 @@ class SystemSamples:
     nlg: NLGSamples
     ce: np.ndarray  # (N, 14, 3) TP / FP / FN per condition
     truth: np.ndarray | None = None  # (N, kinds, 6) counts against a phantom's truth (cxrgen.evaluate.truth)
+    agree: np.ndarray | None = None  # (N, 14, 3) draft positives against the classifier's own calls
 
     def metrics(self, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """All metrics, for each sample once (weights None) or for (B, N) resample weights."""
         out = self.nlg.corpus(weights)
         summed = self.ce.sum(0) if weights is None else np.tensordot(weights, self.ce, axes=(1, 0))
         out.update(ce_metrics(summed))
+        if self.agree is not None:
+            called = self.agree.sum(0)[:, [0, 2]].sum(-1) > 0  # observations called at least once
+            agreed = self.agree.sum(0) if weights is None else np.tensordot(weights, self.agree, axes=(1, 0))
+            out["draft-agreement"] = draft_agreement(agreed, called)
         if self.truth is not None:
             per_study = self.truth.sum(1)  # (N, 6): over kinds
             out.update(truth_metrics(per_study.sum(0) if weights is None else weights @ per_study))
@@ -107,13 +112,16 @@ def evaluate_systems(
     label_fn: LabelFn = label_many,
     scorer: NLGScorer | None = None,
     truths: Mapping[str, dict] | None = None,
+    calls: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> EvalResult:
     """Score each system's {id: report} against {id: reference}; ids must match exactly.
 
     Returns corpus metrics with 95% percentile bootstrap CIs (n_boot paired resamples of the
     studies, drawn from `seed`), pairwise p-values, per-sample scores and per-class CE tables.
     With `truths` ({id: a phantom study's truth.json}), also omission, hallucination and side
-    errors against what the images show, overall and per finding kind.
+    errors against what the images show, overall and per finding kind. With `calls` ({system: {id:
+    the conditions its classifier called}}), also how well each such system's drafts state its
+    own calls ("draft-agreement", macro-F1 over the conditions called at least once).
     Pass an open `scorer` to reuse its METEOR JVM across calls (it is left open); otherwise one is
     started and stopped here.
     """
@@ -136,21 +144,27 @@ def evaluate_systems(
             truth_list = [truths[i] for i in ids]
             kinds = truth_kinds(truth_list, texts)
             truth = {name: truth_counts(t, truth_list, kinds) for name, t in texts.items()}
-        samples = {name: SystemSamples(scorer.score(t, refs), ce[name], truth.get(name))
+        agree = {name: ce_counts(label_texts(texts[name], label_fn),
+                                 np.array([[c in set(called[i]) for c in CONDITIONS] for i in ids], dtype=bool))
+                 for name, called in (calls or {}).items()}
+        samples = {name: SystemSamples(scorer.score(t, refs), ce[name], truth.get(name), agree.get(name))
                    for name, t in tqdm(texts.items(), desc="scoring systems", unit="system", disable=None)}
     finally:
         if own:
             scorer.close()
     names = METRICS + (TRUTH_METRICS if truths is not None else ())
+    if calls:
+        names += ("draft-agreement",)
     weights = resample_weights(len(ids), n_boot, seed)
     point = {name: s.metrics() for name, s in samples.items()}
     boot = {name: s.metrics(weights) for name, s in samples.items()}
     metrics = {
         name: {m: {"value": float(point[name][m]), **dict(zip(("ci_low", "ci_high"), percentile_ci(boot[name][m])))}
-               for m in names}
+               for m in names if m in point[name]}
         for name in samples
     }
-    p_values = {m: {f"{a} vs {b}": paired_p_value(boot[a][m], boot[b][m]) for a, b in itertools.combinations(samples, 2)}
+    p_values = {m: {f"{a} vs {b}": paired_p_value(boot[a][m], boot[b][m]) for a, b in itertools.combinations(samples, 2)
+                    if m in boot[a] and m in boot[b]}
                 for m in names}
     per_kind = None
     if truths is not None:
@@ -219,6 +233,12 @@ def _markdown(r: EvalResult) -> str:
         parts.append(_table(["kind", "drawn"] + systems, [
             [k, str(drawn[k])] + [f"{pk.loc[(s, k), 'stated']} stated, {pk.loc[(s, k), 'omission']:.2f} / "
                                   f"{pk.loc[(s, k), 'hallucination']:.2f}" for s in systems] for k in kinds]))
+    agreeing = {s: m["draft-agreement"] for s, m in r.metrics.items() if "draft-agreement" in m}
+    if agreeing:
+        parts.append("\n## Drafts against the classifier's own calls\n")
+        parts.append("Macro-F1 between the labeler's reading of each draft and the findings its classifier called, "
+                     "over the conditions called at least once.\n")
+        parts.append(_table(["system", "draft-agreement"], [[s, cell(v)] for s, v in agreeing.items()]))
     if len(systems) > 1:
         parts.append("\n## Paired bootstrap p-values (two-sided)\n")
         pairs = list(r.p_values[P_VALUE_METRICS[0]])
