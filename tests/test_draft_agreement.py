@@ -53,3 +53,27 @@ def test_eval_reports_draft_agreement_for_files_with_calls(tmp_path, capsys):
     assert metrics["model"]["draft-agreement"]["value"] == 1.0  # the one call is stated, nothing else called
     assert "draft-agreement" not in metrics["plain"]
     assert "## Drafts against the classifier's own calls" in capsys.readouterr().out
+
+
+def test_rerank_keeps_the_candidate_that_states_the_calls():
+    from cxrgen.inference import rerank
+
+    texts = ["The lungs are clear.", "Small left pleural effusion.", "Cardiomegaly. Small left pleural effusion."]
+    calls = np.array([c == "Pleural Effusion" for c in CONDITIONS])
+    assert rerank(texts, ["a", "b", "c"], calls) == "b"  # F1 1.0 beats 0.67 (c) and 0 (a)
+    nothing = np.zeros(len(CONDITIONS), bool)
+    assert rerank(texts[1:], ["b", "c"], nothing) == "b"  # no call agrees with either: the better-scored first wins
+
+
+def test_beam_search_lists_every_beam_best_first():
+    import torch
+
+    from cxrgen.decoding import beam_search
+    from cxrgen.models.decoder import DecoderConfig, Memory, TransformerDecoder
+
+    torch.manual_seed(0)
+    dec = TransformerDecoder(DecoderConfig(vocab_size=12, d_model=16, n_layer=1, n_head=2, max_len=10, dropout=0.0)).eval()
+    memory = Memory(torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool), torch.zeros(2, 14), 4, 1)
+    out = beam_search(dec, memory, bos_id=0, eos_id=1, beam_size=4, max_len=10)
+    assert [len(c) for c in out.candidates] == [4, 4]
+    assert [c[0] for c in out.candidates] == out.sequences

@@ -20,6 +20,7 @@ class GenerationOutput:
     sequences: list[list[int]]  # token ids per study, without BOS and EOS
     scores: torch.Tensor  # (B,) length-normalised log-probability of each returned sequence
     attention: torch.Tensor | None  # (B, S) cross-attention over memory, averaged over generated tokens
+    candidates: list[list[list[int]]] | None = None  # beam search: every final beam per study, best first
 
 
 def ban_repeated_ngrams(ids: torch.Tensor, logp: torch.Tensor, n: int) -> torch.Tensor:
@@ -145,7 +146,10 @@ def beam_search(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id
     attention = None
     if att is not None:
         attention = att[rows] / length[rows].clamp(min=1)[:, None]
-    return GenerationOutput([_strip(all_ids[r], eos_id) for r in rows], norm.gather(1, best[:, None]).view(-1), attention)
+    ranked = (offsets + norm.argsort(dim=1, descending=True, stable=True)).tolist()
+    candidates = [[_strip(all_ids[r], eos_id) for r in study] for study in ranked]
+    return GenerationOutput([_strip(all_ids[r], eos_id) for r in rows], norm.gather(1, best[:, None]).view(-1), attention,
+                            candidates)
 
 
 def generate(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, beam_size: int = 3,

@@ -21,7 +21,7 @@ from cxrgen.config import Config
 from cxrgen.data.images import ImageError, load_image, resize
 from cxrgen.data.studies import Study
 from cxrgen.decoding import generate
-from cxrgen.labeler import CONDITIONS
+from cxrgen.labeler import CONDITIONS, label_many
 from cxrgen.models.generator import ReportModel
 
 _logger = logging.getLogger(__name__)
@@ -47,6 +47,19 @@ def views_to_tensor(frontals: list[np.ndarray], laterals: list[np.ndarray | None
         if lat is not None:
             out[i, 1, 0], mask[i, 1] = prep(lat), True
     return torch.from_numpy(out).float().div_(255), torch.from_numpy(mask)
+
+
+def rerank(texts: list[str], candidates: list, calls: np.ndarray):
+    """The candidate (best first) whose labeler findings agree best with the classifier's calls ((14,) bool):
+    F1 between the two sets of present conditions (1 when both are empty); the earlier candidate wins ties."""
+    called = {c for c, on in zip(CONDITIONS, calls) if on}
+    best, best_f1 = 0, -1.0
+    for k, labels in enumerate(label_many(texts)):
+        said = {c for c in CONDITIONS if labels[c] == 1}
+        f1 = 1.0 if not said and not called else 2 * len(said & called) / (len(said) + len(called))
+        if f1 > best_f1:
+            best, best_f1 = k, f1
+    return candidates[best]
 
 
 class ReportGenerator:
@@ -84,9 +97,13 @@ class ReportGenerator:
                        return_attention=return_attention)
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
+        sequences = out.sequences
+        if dc.rerank and out.candidates is not None:
+            sequences = [rerank([self.tokenizer.decode(c) for c in cands], cands, calls)
+                         for cands, calls in zip(out.candidates, called)]
         results = []
-        for i, ids in enumerate(out.sequences):
-            att = None
+        for i, ids in enumerate(sequences):
+            att = None  # the top beam's, also when reranking kept another
             if out.attention is not None:
                 side = math.isqrt(memory.n_patches)
                 a = out.attention[i, memory.prefix:memory.prefix + memory.n_patches].float().cpu().numpy()
