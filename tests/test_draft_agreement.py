@@ -56,7 +56,7 @@ def test_eval_reports_draft_agreement_for_files_with_calls(tmp_path, capsys):
 
 
 def test_rerank_keeps_the_candidate_that_states_the_calls():
-    from cxrgen.inference import rerank
+    from cxrgen.inference import rerank_by_calls as rerank
 
     texts = ["The lungs are clear.", "Small left pleural effusion.", "Cardiomegaly. Small left pleural effusion."]
     calls = np.array([c == "Pleural Effusion" for c in CONDITIONS])

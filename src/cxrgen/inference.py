@@ -49,7 +49,7 @@ def views_to_tensor(frontals: list[np.ndarray], laterals: list[np.ndarray | None
     return torch.from_numpy(out).float().div_(255), torch.from_numpy(mask)
 
 
-def rerank(texts: list[str], candidates: list, calls: np.ndarray):
+def rerank_by_calls(texts: list[str], candidates: list, calls: np.ndarray):
     """The candidate (best first) whose labeler findings agree best with the classifier's calls ((14,) bool):
     F1 between the two sets of present conditions (1 when both are empty); the earlier candidate wins ties."""
     called = {c for c, on in zip(CONDITIONS, calls) if on}
@@ -79,7 +79,8 @@ class ReportGenerator:
     @torch.inference_mode()  # not just no_grad: skipping autograd's version counters makes one beam-3 report 1.3x faster
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
                        beam_size: int | None = None, max_len: int | None = None,
-                       length_penalty: float | None = None, return_attention: bool = True) -> list[dict]:
+                       length_penalty: float | None = None, rerank: bool | None = None,
+                       return_attention: bool = True) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
         "attention": (h, w) array or None}.
 
@@ -98,8 +99,8 @@ class ReportGenerator:
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
         sequences = out.sequences
-        if dc.rerank and out.candidates is not None:
-            sequences = [rerank([self.tokenizer.decode(c) for c in cands], cands, calls)
+        if (dc.rerank if rerank is None else rerank) and out.candidates is not None:
+            sequences = [rerank_by_calls([self.tokenizer.decode(c) for c in cands], cands, calls)
                          for cands, calls in zip(out.candidates, called)]
         results = []
         for i, ids in enumerate(sequences):

@@ -1,6 +1,7 @@
 """`cxrgen generate`: reports for one study (printed) or a whole split (JSONL for `cxrgen eval`)."""
 from __future__ import annotations
 
+import argparse
 import json
 
 from cxrgen.errors import UserError
@@ -77,7 +78,7 @@ def _generate(args) -> int:
         raise UserError("give either --image FRONTAL.png or --data SPEC --output PREDICTIONS.jsonl")
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
     decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len),
-                                ("length_penalty", args.length_penalty)) if v is not None}
+                                ("length_penalty", args.length_penalty), ("rerank", args.rerank)) if v is not None}
     return _single(gen, args, decode) if args.image else _split(gen, args, decode)
 
 
@@ -99,5 +100,7 @@ def register(sub) -> None:
     p.add_argument("--max-len", type=int, help="maximum report length in tokens")
     p.add_argument("--length-penalty", type=float,
                    help="beam search ranks by log p / length ** this (default from the model's config)")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the beam whose findings agree best with the classifier's calls (default from the model's config)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=_generate)
