@@ -4,6 +4,9 @@ Its checks include: no 5xx, and every status code, content type and response bod
 With access tokens it also checks that every secured operation refuses a request without the
 token and one with a wrong token (`ignored_auth`).
 """
+import re
+from pathlib import Path
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -34,3 +37,13 @@ def test_api_matches_its_openapi_spec(case):
 def test_api_with_tokens_matches_its_openapi_spec(case):
     headers = {"Authorization": f"Bearer {TOKEN}"} if case.operation.path.startswith("/v1/") else None
     case.call_and_validate(headers=headers, excluded_checks=_excluded(case))
+
+
+def test_docs_list_the_specs_status_codes():
+    """docs/serve.md's status-code table is the spec of a server with tokens, operation by operation."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text()
+    table = {f"{method} {path}": sorted(int(c) for c in codes.split(", "))
+             for method, path, codes in re.findall(r"^\| `(GET|POST) (/\S+)` \| ([\d, ]+) \|$", docs, re.M)}
+    spec = secured.raw_schema["paths"]
+    assert table == {f"{method.upper()} {path}": sorted(int(c) for c in op["responses"])
+                     for path, ops in spec.items() for method, op in ops.items()}
