@@ -72,7 +72,8 @@ def test_open_host_refusal_imports_neither_torch_nor_the_server():
     """In a fresh interpreter, as a user runs it: the refusal comes before torch, FastAPI or uvicorn load."""
     code = ("import sys, time; t = time.perf_counter(); from cxrgen.cli import main; "
             "rc = main(['serve', '--model', 'M', '--host', '0.0.0.0']); "
-            "print(rc, round(time.perf_counter() - t, 3), [m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules])")
+            "heavy = [m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules]; "
+            "print(rc, round(time.perf_counter() - t, 3), heavy)")
     env = {k: v for k, v in os.environ.items() if k != "CXRGEN_TOKEN"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     rc, seconds, loaded = proc.stdout.split(maxsplit=2)
