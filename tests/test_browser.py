@@ -1,4 +1,5 @@
-"""A real browser (Debian's Chromium via Playwright) uploads a real IU X-ray and reads the page.
+"""A real browser (Debian's Chromium via Playwright) enters the access token, uploads a real IU X-ray
+and reads the page, under the server's Content-Security-Policy.
 
 Never runs `playwright install`: it drives /usr/bin/chromium (`apt-get install chromium`).
 With CXRGEN_SCREENSHOT=1 it retakes the screenshot that docs/serve.md shows (docs/img/serve_page.png);
@@ -22,6 +23,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run", "--headless"]
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "serve_page.png"
 FRONTAL, LATERAL = "CXR1900_IM-0584-1001.png", "CXR1900_IM-0584-2001.png"
+TOKEN = "browser-test-token-0123456789abcdefghij"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install chromium")]
@@ -30,9 +32,10 @@ pytestmark = [pytest.mark.slow,
 @pytest.fixture(scope="module")
 def server(tiny_model):
     """A tiny real checkpoint (random weights) and similar-case search with a keyword stand-in CLIP,
-    served by uvicorn on a loopback port in a background thread."""
+    served with an access token by uvicorn on a loopback port in a background thread."""
     generator = ReportGenerator.from_pretrained(tiny_model)
-    app = create_app(generator, retriever=SimilarCases(StandInClip(), similar_case_studies()), model_name="tiny-random")
+    app = create_app(generator, retriever=SimilarCases(StandInClip(), similar_case_studies()), model_name="tiny-random",
+                     tokens=[TOKEN])
     with serving(app) as port:
         yield f"http://127.0.0.1:{port}"
 
@@ -46,13 +49,35 @@ def page():
         browser.close()
 
 
+def enter_token(page, token: str) -> None:
+    """Type the token into the page's field once it asks for it."""
+    page.wait_for_selector("#token-form:not([hidden])", timeout=30_000)
+    page.fill("#token-input", token)
+    page.click("#token-submit")
+
+
 def test_upload_shows_every_section(server, page, shared_iu, tmp_path):
     images = shared_iu / "smoke" / "images"
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} {r.failure}"))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(server)
     assert "Not for clinical use" in page.locator("#banner").inner_text()
+
+    # The API answered 401, so the page asks for the token: a wrong one is refused, the right one kept.
+    enter_token(page, "not-the-token-" + "x" * 30)
+    page.wait_for_function("document.querySelector('#token-status').textContent.includes('not accepted')")
+    assert "kept for this tab only" in page.locator("#token-note").inner_text().lower()
+    enter_token(page, TOKEN)
+    page.wait_for_selector("#token-form", state="hidden", timeout=30_000)
+    assert "model tiny-random" in page.locator("#server").inner_text()
+    assert page.evaluate("sessionStorage.getItem('cxrgen-token')") == TOKEN
+    assert page.evaluate("document.cookie") == "" and TOKEN not in page.url
+    page.reload()  # the same tab keeps it: no second question
+    page.wait_for_function("document.querySelector('#server').textContent.includes('tiny-random')")
+    assert page.locator("#token-form").is_hidden()
+
     assert page.locator("#submit").is_disabled()
     page.set_input_files("#frontal-input", str(images / FRONTAL))
     page.set_input_files("#lateral-input", str(images / LATERAL))
@@ -77,6 +102,8 @@ def test_bad_upload_shows_the_servers_message(server, page, tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("this is not an X-ray")
     page.goto(server)
+    enter_token(page, TOKEN)
+    page.wait_for_selector("#token-form", state="hidden", timeout=30_000)
     page.set_input_files("#frontal-input", str(fake))
     page.click("#submit")
     page.wait_for_selector("#status.error", timeout=30_000)

@@ -213,9 +213,10 @@ def test_simplify_endpoint(client):
     assert client.post("/v1/simplify", json={"text": "x"}).status_code == 422
 
 
-def test_healthz_and_page(client):
+def test_healthz_info_and_page(client):
     h = client.get("/healthz").json()
-    assert h == {**h, "status": "ok", "model": "stand-in", "clip": False, "in_flight": 0, "capacity": 32}
+    assert h == {"status": "ok", "version": h["version"], "in_flight": 0, "capacity": 32}  # nothing on the model
+    assert client.get("/v1/info").json() == {"version": h["version"], "model": "stand-in", "clip": False}
     page = client.get("/")
     assert page.status_code == 200 and "Not for clinical use" in page.text
     for asset in ("/static/app.js", "/static/style.css"):
@@ -279,6 +280,6 @@ def test_similar_cases_rank_distinct_reports():
 def test_report_includes_similar_cases(generator):
     app = create_app(generator, retriever=SimilarCases(StandInClip(), similar_case_studies()))
     with TestClient(app) as c:
-        assert c.get("/healthz").json()["clip"] is True
+        assert c.get("/v1/info").json()["clip"] is True
         cases = post(c, frontal=png(value=240)).json()["similar_cases"]
     assert len(cases) == 3 and cases[0]["report"] == "Small left pleural effusion."

@@ -1,7 +1,12 @@
 """The OpenAPI spec is honest: schemathesis fuzzes every operation against the app in-process.
 
 Its checks include: no 5xx, and every status code, content type and response body as documented.
+With access tokens it also checks that every secured operation refuses a request without the
+token and one with a wrong token (`ignored_auth`).
 """
+import re
+from pathlib import Path
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -9,13 +14,36 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from cxrgen.serve import create_app
 from cxrgen.testing import StandInGenerator
 
+TOKEN = "a-token-for-schemathesis-0123456789abcdef"
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(StandInGenerator(), max_upload_mb=1))
+secured = schemathesis.openapi.from_asgi("/openapi.json",
+                                         create_app(StandInGenerator(), max_upload_mb=1, tokens=[TOKEN]))
+
+
+def _excluded(case) -> list:
+    # A schema can say "binary" but not "a decodable PNG, JPEG or DICOM", so random bytes that
+    # fit the upload schema are rightly refused with a 4xx: that one check cannot apply there.
+    return [positive_data_acceptance] if case.operation.path == "/v1/reports" else []
 
 
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_matches_its_openapi_spec(case):
-    # A schema can say "binary" but not "a decodable PNG, JPEG or DICOM", so random bytes that
-    # fit the upload schema are rightly refused with a 4xx: that one check cannot apply there.
-    excluded = [positive_data_acceptance] if case.operation.path == "/v1/reports" else []
-    case.call_and_validate(excluded_checks=excluded)
+    case.call_and_validate(excluded_checks=_excluded(case))
+
+
+@secured.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_with_tokens_matches_its_openapi_spec(case):
+    headers = {"Authorization": f"Bearer {TOKEN}"} if case.operation.path.startswith("/v1/") else None
+    case.call_and_validate(headers=headers, excluded_checks=_excluded(case))
+
+
+def test_docs_list_the_specs_status_codes():
+    """docs/serve.md's status-code table is the spec of a server with tokens, operation by operation."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text()
+    table = {f"{method} {path}": sorted(int(c) for c in codes.split(", "))
+             for method, path, codes in re.findall(r"^\| `(GET|POST) (/\S+)` \| ([\d, ]+) \|$", docs, re.M)}
+    spec = secured.raw_schema["paths"]
+    assert table == {f"{method.upper()} {path}": sorted(int(c) for c in op["responses"])
+                     for path, ops in spec.items() for method, op in ops.items()}

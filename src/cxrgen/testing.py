@@ -343,11 +343,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(app, start_timeout: float = 30) -> Iterator[int]:
-    """Serve the ASGI `app` with uvicorn on a free loopback port in a daemon thread; yields the port."""
+def serving(app, start_timeout: float = 30, log_level: str = "warning") -> Iterator[int]:
+    """Serve the ASGI `app` with uvicorn on a free loopback port in a daemon thread; yields the port.
+    `log_level="info"` turns uvicorn's access log on, as `cxrgen serve` has it."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level=log_level))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + start_timeout

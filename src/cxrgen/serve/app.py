@@ -1,21 +1,24 @@
-"""The FastAPI app: the page, `POST /v1/reports`, `POST /v1/simplify`, `GET /healthz`.
+"""The FastAPI app: the page, `POST /v1/reports`, `POST /v1/simplify`, `GET /v1/info`, `GET /healthz`.
 
 The model, the simplifier and the optional CLIP retriever are built by the caller and
 injected into `create_app`, so tests can serve a tiny checkpoint and the CLI loads each
-model exactly once. All requests share the one model through a `BatchWorker`.
+model exactly once. All requests share the one model through a `BatchWorker`. With access
+tokens, every /v1/ request needs one (`cxrgen.serve.guard`); the page and /healthz stay open.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any, Protocol
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from cxrgen import DISCLAIMER, __version__
 from cxrgen.data.images import DEFAULT_MAX_PIXELS
 from cxrgen.serve import render
+from cxrgen.serve.guard import UNAUTHORIZED, Guard
+from cxrgen.serve.tokens import TokenCheck
 from cxrgen.serve.uploads import HOW_TO, UploadError, decode_upload, read_images
 from cxrgen.serve.worker import BatchWorker, Busy, Result
 
@@ -89,12 +94,17 @@ class SimplifyOut(BaseModel):
 
 
 class Health(BaseModel):
+    """Open to all, so it says nothing about the model or the data."""
     status: str
     version: str
-    model: str
-    clip: bool = Field(description="whether similar-case retrieval is available")
     in_flight: int
     capacity: int
+
+
+class Info(BaseModel):
+    version: str
+    model: str = Field(description="the model directory the server was started with")
+    clip: bool = Field(description="whether similar-case retrieval is available")
 
 
 class Problem(BaseModel):
@@ -102,7 +112,13 @@ class Problem(BaseModel):
 
 
 # Error bodies are {"detail": "message"}; /v1/simplify keeps FastAPI's own 422 for schema errors.
-UPLOAD_ERRORS = {code: {"model": Problem} for code in (400, 413, 415, 422, 503)}
+UPLOAD_ERRORS = {code: {"model": Problem} for code in (400, 413, 415, 422, 500, 503)}
+# With tokens, /v1/ routes declare the bearer scheme (Swagger's Authorize button) and the 401.
+# The check itself is cxrgen.serve.guard's, before any route; HTTPBearer here only documents it.
+BEARER = HTTPBearer(scheme_name="bearer", auto_error=False,
+                    description="an access token of this server: `Authorization: Bearer <token>`")
+UNAUTHORIZED_RESPONSE = {401: {"model": Problem, "description": UNAUTHORIZED,
+                               "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}}}}
 
 
 # ---- wiring ----------------------------------------------------------------------------
@@ -138,7 +154,8 @@ def _infer(generator: Generator, retriever: Retriever | None) -> Callable[[list[
 
 def create_app(generator: Generator, simplifier: Simplifier | None = None, retriever: Retriever | None = None, *,
                model_name: str = "model", max_upload_mb: float = 25, max_pixels: int = DEFAULT_MAX_PIXELS,
-               capacity: int = 32, max_batch: int = 8) -> FastAPI:
+               capacity: int = 32, max_batch: int = 8, tokens: Iterable[str] = (),
+               cors_origins: Sequence[str] = ()) -> FastAPI:
     """Build the app around already-loaded models.
 
     Args:
@@ -151,7 +168,11 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
         max_pixels: limit on width x height x frames, checked from the header before decoding (413).
         capacity: requests held at once; the next one gets 503 instead of more memory.
         max_batch: studies per model call.
+        tokens: access tokens (each at least 32 printable ASCII characters); when any is given,
+            every /v1/ request needs `Authorization: Bearer <one of them>` (else 401).
+        cors_origins: origins whose pages may call the API from a browser; none by default.
     """
+    check = TokenCheck(tokens)
     if simplifier is None:
         from cxrgen.simplify import simplify as simplifier
     worker = BatchWorker(_infer(generator, retriever), capacity=capacity, max_batch=max_batch)
@@ -176,7 +197,13 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    app.include_router(_routes())
+    app.include_router(_open_routes())
+    app.include_router(_v1_routes(), prefix="/v1", dependencies=[Security(BEARER)] if check else [],
+                       responses=UNAUTHORIZED_RESPONSE if check else {})
+    app.add_middleware(Guard, tokens=check)
+    if cors_origins:  # added last, so it answers preflight requests (which carry no token) first
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     return app
 
 
@@ -202,7 +229,7 @@ def _compose(s: Services, views: dict[str, np.ndarray], result: Result, read_s: 
     )
 
 
-def _routes() -> APIRouter:
+def _open_routes() -> APIRouter:
     router = APIRouter()
 
     @router.get("/", include_in_schema=False)
@@ -211,10 +238,19 @@ def _routes() -> APIRouter:
 
     @router.get("/healthz", response_model=Health)
     def healthz(s: ServicesDep) -> Health:
-        return Health(status="ok", version=__version__, model=s.model_name, clip=s.clip,
-                      in_flight=s.worker.in_flight, capacity=s.worker.capacity)
+        return Health(status="ok", version=__version__, in_flight=s.worker.in_flight, capacity=s.worker.capacity)
 
-    @router.post("/v1/reports", response_model=ReportOut, responses=UPLOAD_ERRORS, openapi_extra=_REPORT_BODY,
+    return router
+
+
+def _v1_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/info", response_model=Info, summary="The model this server runs")
+    def info(s: ServicesDep) -> Info:
+        return Info(version=__version__, model=s.model_name, clip=s.clip)
+
+    @router.post("/reports", response_model=ReportOut, responses=UPLOAD_ERRORS, openapi_extra=_REPORT_BODY,
                  summary="Draft a report from a frontal (and optional lateral) chest X-ray")
     async def reports(request: Request, s: ServicesDep) -> ReportOut:
         start = time.perf_counter()
@@ -230,7 +266,7 @@ def _routes() -> APIRouter:
                 raise HTTPException(500, "report generation failed; see the server log") from e
             return await run_in_threadpool(_compose, s, views, result, read_s, start)
 
-    @router.post("/v1/simplify", response_model=SimplifyOut, responses={400: {"model": Problem}},
+    @router.post("/simplify", response_model=SimplifyOut, responses={400: {"model": Problem}},
                  summary="Rewrite a report in plain language, checked against the original")
     def simplify(body: SimplifyIn, s: ServicesDep) -> SimplifyOut:
         simple = s.simplifier(body.report)

@@ -4,6 +4,44 @@
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const files = { frontal: null, lateral: null };
+// The access token lives in this tab's sessionStorage only: never a cookie, never the URL.
+const TOKEN_KEY = "cxrgen-token";
+
+// fetch() with the token as a Bearer header; a 401 asks for the token (again).
+async function api(path, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = { ...(options.headers || {}), ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    await response.text();  // read the refusal to its end: callers only look at the status
+    sessionStorage.removeItem(TOKEN_KEY);
+    askForToken(token ? "That token was not accepted: check it and enter it again."
+      : "This server needs an access token.");
+  }
+  return response;
+}
+
+function askForToken(message) {
+  $("token-form").hidden = false;
+  $("token-status").textContent = message;
+  $("token-status").className = "status error";
+  $("token-input").focus();
+}
+
+async function useToken(event) {
+  event.preventDefault();
+  const token = $("token-input").value.trim();
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    askForToken("A token is letters, digits and punctuation, without spaces.");
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token-input").value = "";
+  if (await info()) {
+    $("token-form").hidden = true;
+    if (files.frontal) setStatus("Ready.");
+  }
+}
 
 function setStatus(text, kind = "") {
   $("status").textContent = text;
@@ -114,7 +152,11 @@ async function submit(event) {
   $("submit").disabled = true;
   setStatus("Writing the draft report…", "busy");
   try {
-    const response = await fetch("/v1/reports", { method: "POST", body: form });
+    const response = await api("/v1/reports", { method: "POST", body: form });
+    if (response.status === 401) {
+      setStatus("Enter the access token above, then write the draft again.", "error");
+      return;
+    }
     const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
     if (!response.ok) {
       const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
@@ -138,12 +180,20 @@ function clearAll() {
   setStatus("Choose a frontal image to start.");
 }
 
-async function health() {
+// What the server runs; true when the API answered (so the token, if any, is right).
+async function info() {
   try {
-    const h = await (await fetch("/healthz")).json();
-    $("server").textContent = `model ${h.model} · similar cases ${h.clip ? "on" : "off"} · v${h.version}`;
+    const response = await api("/v1/info");
+    if (!response.ok) {
+      $("server").textContent = response.status === 401 ? "access token needed" : `server answered ${response.status}`;
+      return false;
+    }
+    const i = await response.json();
+    $("server").textContent = `model ${i.model} · similar cases ${i.clip ? "on" : "off"} · v${i.version}`;
+    return true;
   } catch {
     $("server").textContent = "server not reachable";
+    return false;
   }
 }
 
@@ -151,6 +201,7 @@ wireDrop("frontal");
 wireDrop("lateral");
 $("upload").addEventListener("submit", submit);
 $("clear").addEventListener("click", clearAll);
+$("token-form").addEventListener("submit", useToken);
 $("heat-toggle").addEventListener("change", (e) => { $("heatmap").hidden = !e.target.checked; });
 $("heat-opacity").addEventListener("input", (e) => { $("heatmap").style.opacity = e.target.value / 100; });
-health();
+info();
