@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -308,13 +309,30 @@ def test_tokenizer_roundtrip_and_minilm_ids(tmp_path):
     text = "There is no pleural effusion or pneumothorax. Heart size is normal."
     ids = tok.encode(text)
     assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
-    assert tok.decode(ids) == text.lower()
+    assert tok.decode(ids) == text  # sentence case back from the uncased pieces
     wp = minilm_wordpiece()
     assert wp.convert_ids_to_tokens(tok.minilm_ids[ids[1:-1]].tolist()) == wp.tokenize(text)
     batch, mask = tok.batch_encode([text, "Clear."], max_len=8)
     assert batch.shape == (2, 8) and mask[1].sum() == 4 and batch[0, -1] == tok.eos_id
     tok.save(tmp_path)
-    assert ReportTokenizer.load(tmp_path).pieces == tok.pieces
+    loaded = ReportTokenizer.load(tmp_path)
+    assert loaded.pieces == tok.pieces and loaded.words == tok.words
+
+
+def test_decoding_may_only_finish_training_words():
+    tok = ReportTokenizer.build(["Mild atelectasis. XXXX opacity.", "Atelectasis is present."])
+    spelled = {"".join(w).replace("##", "") for w in tok.words}
+    assert "atelectasis" in spelled and "xxxx" not in spelled  # the de-identification placeholder is no word
+    ids = lambda *pieces: torch.tensor([[tok.bos_id, *(tok.index[p] for p in pieces)]])
+    allowed = lambda *pieces: {tok.pieces[i] for i in tok.allowed_next(ids(*pieces))[0].nonzero().flatten().tolist()}
+    start = allowed()
+    assert "mild" in start and "." in start and "[UNK]" not in start and "xx" not in start
+    assert not any(p.startswith("##") for p in start)
+    atelectasis = next(w for w in tok.words if "".join(w).replace("##", "") == "atelectasis")
+    mid = allowed(*atelectasis[:2])
+    assert mid == {atelectasis[2]}  # inside a word: only the continuation of a training word, no end
+    assert "[SEP]" in allowed(*atelectasis) and "is" in allowed(*atelectasis)  # a whole word: anything may follow
+    assert ReportTokenizer(tok.pieces).allowed_next(ids()) is None  # no word list (older checkpoints): no constraint
 
 
 # --- cache -------------------------------------------------------------------------------

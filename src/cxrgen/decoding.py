@@ -8,11 +8,15 @@ better ones. Cross-attention maps can be accumulated along the way for the web p
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from cxrgen.models.decoder import Memory, TransformerDecoder, reorder_cache
+
+
+Allowed = Callable[[torch.Tensor], "torch.Tensor | None"]  # ids (R, L) -> (R, V) bool: tokens that may come next
 
 
 @dataclass
@@ -35,11 +39,15 @@ def ban_repeated_ngrams(ids: torch.Tensor, logp: torch.Tensor, n: int) -> torch.
 
 
 def _step(decoder: TransformerDecoder, ids: torch.Tensor, memory: Memory, cache: list, need_weights: bool,
-          no_repeat_ngram: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+          no_repeat_ngram: int, temperature: float = 1.0, allowed: Allowed | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (R, V) of the next token after `ids`, feeding only the newest token."""
     logits, weights = decoder(decoder.embed(ids[:, -1:]), memory.tokens, memory.mask, cache, need_weights, memory.condition)
     logp = (logits[:, -1].float() / temperature).log_softmax(-1)
     logp = logp.index_fill(1, ids[0, :1], float("-inf"))  # never emit BOS again (every row starts with it)
+    mask = allowed(ids) if allowed is not None else None
+    if mask is not None:
+        logp = logp.masked_fill(~mask, float("-inf"))
     return ban_repeated_ngrams(ids, logp, no_repeat_ngram), (weights[:, -1].float() if weights is not None else None)
 
 
@@ -49,7 +57,8 @@ def _strip(row: list[int], eos_id: int) -> list[int]:
 
 
 def _unroll(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, max_len: int, choose,
-            no_repeat_ngram: int = 0, return_attention: bool = False, temperature: float = 1.0):
+            no_repeat_ngram: int = 0, return_attention: bool = False, temperature: float = 1.0,
+            allowed: Allowed | None = None):
     """The token-by-token loop that greedy decoding and sampling share.
 
     `choose(logp)` picks each row's next token. Returns the ids (B, L) starting with BOS and padded
@@ -64,7 +73,7 @@ def _unroll(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: in
     att = torch.zeros(memory.tokens.shape[:2], device=device) if return_attention else None
     cache: list = []
     for _ in range(min(max_len, decoder.cfg.max_len) - 1):  # never past the positions the decoder has
-        logp, w = _step(decoder, ids, memory, cache, return_attention, no_repeat_ngram, temperature)
+        logp, w = _step(decoder, ids, memory, cache, return_attention, no_repeat_ngram, temperature, allowed)
         live = ~finished
         if att is not None:
             att += w * live[:, None]  # only tokens that belong to the report
@@ -81,9 +90,9 @@ def _unroll(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: in
 
 @torch.no_grad()
 def greedy(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, max_len: int = 100,
-           no_repeat_ngram: int = 0, return_attention: bool = False) -> GenerationOutput:
+           no_repeat_ngram: int = 0, return_attention: bool = False, allowed: Allowed | None = None) -> GenerationOutput:
     ids, total, length, att = _unroll(decoder, memory, bos_id, eos_id, max_len, lambda logp: logp.max(-1).indices,
-                                      no_repeat_ngram, return_attention)
+                                      no_repeat_ngram, return_attention, allowed=allowed)
     length = length.clamp(min=1)
     return GenerationOutput([_strip(r, eos_id) for r in ids.tolist()], total / length,
                             att / length[:, None] if att is not None else None)
@@ -104,7 +113,7 @@ def sample(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int
 @torch.no_grad()
 def beam_search(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, beam_size: int = 3,
                 max_len: int = 100, length_penalty: float = 1.0, no_repeat_ngram: int = 0,
-                return_attention: bool = False) -> GenerationOutput:
+                return_attention: bool = False, allowed: Allowed | None = None) -> GenerationOutput:
     B, K, device = memory.tokens.shape[0], beam_size, memory.tokens.device
     mem = memory.repeat(K)  # (B*K, S, d): row b*K + k is beam k of study b
     ids = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
@@ -117,7 +126,7 @@ def beam_search(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id
     offsets = (torch.arange(B, device=device) * K)[:, None]  # (B, 1)
     cache: list = []
     for _ in range(min(max_len, decoder.cfg.max_len) - 1):  # never past the positions the decoder has
-        logp, w = _step(decoder, ids, mem, cache, return_attention, no_repeat_ngram)
+        logp, w = _step(decoder, ids, mem, cache, return_attention, no_repeat_ngram, allowed=allowed)
         if att is not None:
             att += w * (~finished)[:, None]
         # a finished hypothesis may only "continue" with EOS at no cost, keeping its score and length
@@ -154,9 +163,10 @@ def beam_search(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id
 
 def generate(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, beam_size: int = 3,
              max_len: int = 100, length_penalty: float = 1.0, no_repeat_ngram: int = 3,
-             return_attention: bool = False) -> GenerationOutput:
-    """Greedy when beam_size == 1, beam search otherwise."""
+             return_attention: bool = False, allowed: Allowed | None = None) -> GenerationOutput:
+    """Greedy when beam_size == 1, beam search otherwise. `allowed` restricts each step's tokens
+    (`ReportTokenizer.allowed_next`: only words seen in training, never [UNK])."""
     if beam_size <= 1:
-        return greedy(decoder, memory, bos_id, eos_id, max_len, no_repeat_ngram, return_attention)
+        return greedy(decoder, memory, bos_id, eos_id, max_len, no_repeat_ngram, return_attention, allowed)
     return beam_search(decoder, memory, bos_id, eos_id, beam_size, max_len, length_penalty, no_repeat_ngram,
-                       return_attention)
+                       return_attention, allowed)

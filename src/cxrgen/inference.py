@@ -95,7 +95,7 @@ class ReportGenerator:
         out = generate(self.model.decoder, memory, self.tokenizer.bos_id, self.tokenizer.eos_id,
                        beam_size=beam_size or dc.beam_size, max_len=max_len or dc.max_len,
                        length_penalty=dc.length_penalty if length_penalty is None else length_penalty, no_repeat_ngram=dc.no_repeat_ngram,
-                       return_attention=return_attention)
+                       return_attention=return_attention, allowed=self.tokenizer.allowed_next)
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
         sequences = out.sequences

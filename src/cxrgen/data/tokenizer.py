@@ -10,6 +10,7 @@ training keeps the decoder's softmax small (MiniLM's full vocabulary has 30,522 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -28,22 +29,88 @@ def minilm_wordpiece():
     return AutoTokenizer.from_pretrained(str(get_model_path()))
 
 
-class ReportTokenizer:
-    """Compact WordPiece vocabulary. Lower-cased (MiniLM is uncased); XXXX stays a token sequence."""
+DEIDENTIFIED = "xxxx"  # IU X-ray's de-identification placeholder, lower-cased: never a word to write
 
-    def __init__(self, pieces: list[str]):
+
+def _words(pieces: list[str]) -> list[tuple[str, ...]]:
+    """WordPiece pieces grouped into words: a piece without '##' starts a new word."""
+    words: list[list[str]] = []
+    for p in pieces:
+        if p.startswith("##") and words:
+            words[-1].append(p)
+        else:
+            words.append([p])
+    return [tuple(w) for w in words]
+
+
+class ReportTokenizer:
+    """Compact WordPiece vocabulary. Lower-cased (MiniLM is uncased); XXXX stays a token sequence.
+
+    `words` are the training reports' words (as piece tuples, the de-identification placeholder
+    left out): decoding may only finish words from this list (`allowed_next`), so a report never
+    holds a word stitched from pieces that no training report wrote.
+    """
+
+    def __init__(self, pieces: list[str], words: list[tuple[str, ...]] | None = None):
         self.pieces = list(pieces)
         self.index = {p: i for i, p in enumerate(self.pieces)}
         wp = minilm_wordpiece()
         self.minilm_ids = torch.tensor(wp.convert_tokens_to_ids(self.pieces), dtype=torch.long)
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = (self.index[s] for s in SPECIALS)
+        self.words = sorted({tuple(w) for w in words or [] if all(p in self.index and p not in SPECIALS for p in w)})
+        self._prefix_masks: dict[tuple[int, ...], torch.Tensor] = {}
+        self._trie = None
 
     @classmethod
     def build(cls, texts, min_freq: int = 1) -> "ReportTokenizer":
         wp = minilm_wordpiece()
-        counts = Counter(tok for t in texts for tok in wp.tokenize(t))
+        tokenized = [wp.tokenize(t) for t in texts]
+        counts = Counter(tok for t in tokenized for tok in t)
         pieces = sorted(p for p, c in counts.items() if c >= min_freq and p not in SPECIALS)
-        return cls(SPECIALS + pieces)
+        words = {w for t in tokenized for w in _words(t) if "".join(w).replace("##", "") != DEIDENTIFIED}
+        return cls(SPECIALS + pieces, sorted(words))
+
+    def allowed_next(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """(R, V) bool: the tokens that may follow each row of `ids` (R, L) so that every finished word
+        is a training word; never [UNK]. None when the tokenizer knows no words (an older checkpoint)."""
+        if not self.words:
+            return None
+        if self._trie is None:
+            self._build_trie()
+        rows = []
+        for row in ids.tolist():
+            start = len(row)
+            while start > 1 and self.pieces[row[start - 1]].startswith("##"):
+                start -= 1
+            word = tuple(row[start - 1:]) if start > 1 and row[start - 1] not in self._specials else ()
+            rows.append(self._mask(word))
+        return torch.stack(rows).to(ids.device)
+
+    def _build_trie(self) -> None:
+        self._specials = {self.pad_id, self.unk_id, self.bos_id}
+        self._trie = {}  # word prefix (ids) -> (continuations, is a whole word)
+        for w in self.words:
+            ids = tuple(self.index[p] for p in w)
+            for k in range(1, len(ids) + 1):
+                nexts, whole = self._trie.get(ids[:k], (set(), False))
+                if k < len(ids):
+                    nexts.add(ids[k])
+                self._trie[ids[:k]] = (nexts, whole or k == len(ids))
+        starts = torch.zeros(len(self.pieces), dtype=torch.bool)
+        starts[[i for i, p in enumerate(self.pieces) if not p.startswith("##")]] = True
+        starts[[self.pad_id, self.unk_id, self.bos_id]] = False
+        # a new word may start only with a piece that begins some training word (punctuation is a word too)
+        first = torch.zeros_like(starts)
+        first[list({self.index[w[0]] for w in self.words})] = True
+        self._starts = (starts & first) | torch.nn.functional.one_hot(torch.tensor(self.eos_id), len(self.pieces)).bool()
+
+    def _mask(self, word: tuple[int, ...]) -> torch.Tensor:
+        if word not in self._prefix_masks:
+            nexts, whole = self._trie.get(word, (set(), True))  # () or an unknown prefix: start afresh
+            mask = self._starts.clone() if whole else torch.zeros_like(self._starts)
+            mask[list(nexts)] = True
+            self._prefix_masks[word] = mask
+        return self._prefix_masks[word]
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -65,7 +132,7 @@ class ReportTokenizer:
         return ids, ids != self.pad_id
 
     def decode(self, ids) -> str:
-        """Stop at the first end token; merge ## pieces; tidy spaces before punctuation."""
+        """Stop at the first end token; merge ## pieces; tidy spaces before punctuation; sentence case."""
         out = []
         for i in (ids.tolist() if hasattr(ids, "tolist") else ids):
             if i == self.eos_id:
@@ -74,13 +141,14 @@ class ReportTokenizer:
                 continue
             out.append(self.pieces[i])
         text = minilm_wordpiece().convert_tokens_to_string(out)
-        return text.replace(" .", ".").replace(" ,", ",").replace(" - ", "-").replace(" / ", "/").strip()
+        text = text.replace(" .", ".").replace(" ,", ",").replace(" - ", "-").replace(" / ", "/").strip()
+        return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
 
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / "tokenizer.json"
-        path.write_text(json.dumps({"type": "minilm-wordpiece-compact", "pieces": self.pieces}))
+        path.write_text(json.dumps({"type": "minilm-wordpiece-compact", "pieces": self.pieces, "words": self.words}))
 
     @classmethod
     def load(cls, directory: str | Path) -> "ReportTokenizer":
         data = json.loads((Path(directory) / "tokenizer.json").read_text())
-        return cls(data["pieces"])
+        return cls(data["pieces"], [tuple(w) for w in data.get("words", [])])
