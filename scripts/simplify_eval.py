@@ -53,12 +53,15 @@ REPEAT = re.compile(r"(?<![\w-])([a-z]+)\s+\1(?![\w-])", re.IGNORECASE)
 
 
 def unexplained(plain: str, terms: set[str]) -> list[str]:
-    """Mined terms in a plain text that stand outside brackets and are not followed by an explanation in
-    brackets ("atelectasis (a partly deflated part of the lung)" is explained)."""
+    """Mined terms in a plain text that stand outside brackets and are not followed, before the next comma,
+    by an explanation in brackets ("atelectasis (partly deflated lung)" is explained)."""
     outside = re.sub(r"\([^()]*\)", lambda m: " " * len(m.group()), plain)
     found = []
     for m in re.finditer(r"(?<![\w'-])[a-z]+(?:-[a-z]+)*(?![\w'-])", outside.lower()):
-        if m.group() in terms and not re.match(r"\s*\(", plain[m.end():]):
+        # "pleural effusion (fluid around the lung)", "atelectasis right midlung (partly deflated lung)": the
+        # explanation may follow the rest of the term or the end of its clause (see simplify._stepwise).
+        clause = re.split(r"[,;:.]", plain[m.end():])[0]
+        if m.group() in terms and "(" not in clause:
             found.append(m.group())
     return found
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from wordfreq import zipf_frequency
 
 from cxrgen.data.iu import load_iu_reports
-from cxrgen.simplify import _glossary_regex, kept_terms, load_phrases
+from cxrgen.simplify import kept_terms, load_glossary, load_phrases
 
 GENERAL_ZIPF = 3.5
 WORD = re.compile(r"(?<![\w'-])[a-z]+(?:-[a-z]+)*(?![\w'-])")
@@ -54,22 +54,28 @@ def mine(reports: list[str], top: int) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
 
 
+def _covered(word: str) -> str:
+    """How one word is explained: a glossary term that contains it (and whose plain words do not), or a
+    phrase rule that rewrites it; "" if neither."""
+    inside = rf"(?<![\w-]){re.escape(word)}(?![\w-])"
+    terms = sorted((e for e in load_glossary() if re.search(inside, e.term) and not re.search(inside, e.plain.lower())),
+                   key=lambda e: len(e.term))
+    if terms:
+        return f"glossary: {terms[0].term} -> {terms[0].plain}"
+    rules = [r for r in load_phrases() if re.search(inside, r.match)]
+    return f"phrase rule: {rules[0].match} -> {rules[0].plain}" if rules else ""
+
+
 def status(unit: str) -> tuple[str, str]:
     """("glossed", how) / ("kept", why) / ("missing", "")."""
     kept = kept_terms()
     if unit in kept:
         return "kept", kept[unit]
-    covered = {m.group().lower() for m in _glossary_regex().finditer(unit)}
-    words = unit.split()
-    whole = [t for t in covered if t == unit]
+    whole = [e for e in load_glossary() if e.term == unit]
     if whole:
-        return "glossed", f"glossary: {whole[0]}"
-    rules = [r for r in load_phrases() if re.search(rf"(?<![\w-]){re.escape(unit)}(?![\w-])", r.match)]
-    if rules:
-        return "glossed", f"phrase rule: {rules[0].match}"
-    if all(any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", t) for t in covered) or w in kept for w in words):
-        return "glossed", "glossary: " + " + ".join(sorted(covered))
-    return "missing", ""
+        return "glossed", f"glossary: {unit} -> {whole[0].plain}"
+    how = [_covered(w) if w not in kept else f"kept: {w}" for w in unit.split()]
+    return ("glossed", "; ".join(how)) if all(how) else ("missing", "")
 
 
 def main() -> int:

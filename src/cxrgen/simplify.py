@@ -297,6 +297,8 @@ def rewrite_phrases(sentence: str) -> str:
     "Negative for X" -> "No X", "interval development of X" -> "X, new since the last X-ray"."""
     def fill(rule: PhraseRule, m: re.Match) -> str:
         groups = {k: v or "" for k, v in m.groupdict().items()}
+        plural = _plural(groups.get("x", ""))  # "{x} {has} cleared": the verb agrees with the phrase
+        groups |= {"has": "have" if plural else "has", "is": "are" if plural else "is"}
         pieces = re.split(r"(\{\w+\})", rule.plain)  # fixed words are locked, the {x} words stay open
         return "".join(groups[p[1:-1]] if re.fullmatch(r"\{\w+\}", p) else _LOCK + p.replace(" ", _LOCK) + _LOCK
                        for p in pieces)
@@ -378,13 +380,27 @@ def _agree(before: str, term: str, plain: str, after: str) -> str:
     return m.group(1) + (fixed.capitalize() if verb[0].isupper() else fixed) + after[m.end():]
 
 
-def _assemble(sentence: str, matches: list[re.Match], texts: list[str]) -> str:
-    """The sentence with each glossary match replaced by its chosen text, verbs made to agree."""
+_CLAUSE_END = re.compile(r"\s*(?:[,;:.]|\s(?:and|or|with|but|which)\s|$)")
+
+
+def _assemble(sentence: str, matches: list[re.Match], texts: list[str], notes: dict[int, str] | None = None) -> str:
+    """The sentence with each glossary match replaced by its chosen text, verbs made to agree.
+
+    `notes` {match index: plain words}: the term stays as written and its plain words follow in brackets
+    at the end of its clause ("atelectasis right midlung (partly deflated lung)").
+    """
+    inserts: dict[int, list[str]] = {}
+    for i, note in (notes or {}).items():
+        end = _CLAUSE_END.search(sentence, matches[i].end()).start()
+        inserts.setdefault(end, []).append(f" ({note})")
     out, last = [], 0
     for i, (m, text) in enumerate(zip(matches, texts)):
         out.append(sentence[last:m.start()])
         gap_end = matches[i + 1].start() if i + 1 < len(matches) else len(sentence)
         following = _agree(sentence[:m.start()], m.group(), text, sentence[m.end():gap_end])
+        for pos in sorted((p for p in inserts if m.end() <= p <= gap_end), reverse=True):
+            cut = pos - m.end() + len(following) - (gap_end - m.end())
+            following = following[:cut] + "".join(inserts.pop(pos)) + following[cut:]
         out.append(text)
         out.append(following)
         last = gap_end
@@ -403,20 +419,31 @@ def _stepwise(sentence: str, target: tuple) -> str:
     """Term by term, keeping each replacement only if the guard still reads the sentence as `target`.
 
     For each glossary term, in order: plain words; plain words (term); term (plain words); the term
-    as written. Every step is checked against the whole sentence, so the result always reads the same.
+    with its plain words in brackets at the end of its clause; the term as written. Every step is
+    checked against the whole sentence, so the result always reads the same.
     """
     matches = list(_glossary_regex().finditer(sentence))
     chosen = [m.group() for m in matches]
+    notes: dict[int, str] = {}
+
+    def reads_same() -> bool:
+        return _signature(_finish(_assemble(sentence, matches, chosen, notes))) == target
+
     for i, m in enumerate(matches):
         entry = _by_term()[m.group().lower()]
         plain = _plain_phrase(entry, m.group(), sentence[:m.start()], keep_terms=False)
-        for option in (plain, f"{plain} ({m.group().lower()})", f"{m.group()} ({re.sub(r'^(?:a|an) ', '', entry.plain)})"):
+        bare = re.sub(r"^(?:a|an) ", "", entry.plain)
+        if bare.lower() == m.group().lower():
+            continue
+        for option in (plain, f"{plain} ({m.group().lower()})", f"{m.group()} ({bare})"):
             chosen[i] = option
-            if _signature(_finish(_assemble(sentence, matches, chosen))) == target:
+            if reads_same():
                 break
         else:
-            chosen[i] = m.group()
-    return _finish(_assemble(sentence, matches, chosen))
+            chosen[i], notes[i] = m.group(), bare
+            if not reads_same():
+                del notes[i]
+    return _finish(_assemble(sentence, matches, chosen, notes))
 
 
 def glossary_rewrite(sentence: str) -> Iterator[str]:
