@@ -440,9 +440,12 @@ def _stepwise(sentence: str, target: tuple) -> str:
             if reads_same():
                 break
         else:
-            chosen[i], notes[i] = m.group(), bare
-            if not reads_same():
-                del notes[i]
+            chosen[i] = m.group()
+            # At the end of the clause a bracket must say something on its own: "(lung)" for "pulmonary" would not.
+            if entry.kind in ("finding", "device") or (entry.kind == "anatomy" and " " in bare):
+                notes[i] = bare
+                if not reads_same():
+                    del notes[i]
     return _finish(_assemble(sentence, matches, chosen, notes))
 
 
