@@ -3,19 +3,21 @@
 Why a guard: a simpler report is only safe if it still says the same thing. Each sentence is
 rewritten on its own (glossary rules, or a local seq2seq model), then the labeler reads the
 original and the rewrite. If the 14 CheXpert observations or any side (left/right/bilateral)
-differ, the rewrite is thrown away and the sentence falls back to a literal gloss: the original
+differ, or a kind of time or certainty word (resolved, new, unchanged, possible, ...) is lost or
+added, the rewrite is thrown away and the sentence falls back to a literal gloss: the original
 words with plain explanations in brackets. Nothing is dropped: every sentence of the input gives
 one sentence of output.
 
-The glossary (resources/glossary.json) maps radiology terms to plain words. Where the labeler
-reads the plain words differently from the term (it does not know "fluid around the lung"), the
-term is kept in brackets after them, "fluid around the lung (pleural effusion)", so the finding
+The glossary (resources/glossary.json) holds phrase rules for report conventions ("negative for"
+-> "no", "interval development of X" -> "X, new since the last X-ray"), applied first, and maps
+radiology terms to plain words. Where the labeler reads the plain words differently from the
+term (it does not know "fluid around the lung"), the term is kept in brackets after them, "fluid around the lung (pleural effusion)", so the finding
 stays visible to the labeler and to the patient, who can ask about it by name.
 
 Example:
     >>> r = simplify("Mild cardiomegaly. No pneumothorax or pleural effusion.")
     >>> r.plain
-    'Mild enlarged heart. No air leak around the lung (pneumothorax) or fluid around the lung (pleural effusion).'
+    'A slightly enlarged heart. No air leak around the lung (pneumothorax) or fluid around the lung (pleural effusion).'
     >>> r.guard["passed_before_fallback"], r.guard["passed"]
     (True, True)
 """
