@@ -88,7 +88,8 @@ EXAMPLES = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=len(EXAMPLES))
-    parser.add_argument("--terms", type=Path, default=Path("docs/simplify_terms.tsv"), help="from scripts/simplify_terms.py")
+    parser.add_argument("--terms", type=Path, default=Path("docs/simplify_terms.tsv"),
+                        help="the mined term list, from scripts/simplify_terms.py")
     parser.add_argument("--min-count", type=int, default=5)
     args = parser.parse_args()
 

@@ -256,7 +256,8 @@ def _unexplained(plain: str, is_jargon) -> list[str]:
     """Jargon outside brackets and not followed by an explanation in brackets before the next comma."""
     outside = re.sub(r"\([^()]*\)", lambda m: " " * len(m.group()), plain)
     return [m.group() for m in re.finditer(r"(?<![\w'-])[a-z]+(?:-[a-z]+)*(?![\w'-])", outside.lower())
-            if is_jargon(m.group()) and m.group() not in EVERYDAY and "(" not in re.split(r"[,;:.]", plain[m.end():])[0]]
+            if is_jargon(m.group()) and m.group() not in EVERYDAY
+            and "(" not in re.split(r"[,;:.]", plain[m.end():])[0]]
 
 
 @pytest.mark.parametrize("sentence,gone,present", CONVENTIONS)

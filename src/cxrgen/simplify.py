@@ -11,8 +11,9 @@ one sentence of output.
 The glossary (resources/glossary.json) holds phrase rules for report conventions ("negative for"
 -> "no", "interval development of X" -> "X, new since the last X-ray"), applied first, and maps
 radiology terms to plain words. Where the labeler reads the plain words differently from the
-term (it does not know "fluid around the lung"), the term is kept in brackets after them, "fluid around the lung (pleural effusion)", so the finding
-stays visible to the labeler and to the patient, who can ask about it by name.
+term (it does not know "fluid around the lung"), the term is kept in brackets after them,
+"fluid around the lung (pleural effusion)", so the finding stays visible to the labeler and to
+the patient, who can ask about it by name.
 
 Example:
     >>> r = simplify("Mild cardiomegaly. No pneumothorax or pleural effusion.")
@@ -142,12 +143,14 @@ def _reading(text: str) -> tuple[tuple, frozenset]:
 # has and add none: "has resolved" must not become present, "possible" must not become certain.
 # Mentions of the comparison exam itself ("compared to the prior study") are not history of the patient.
 _COMPARISON = re.compile(
-    r"\b(?:the |a )?(?:prior|previous|last|earlier|recent|most recent) (?:chest )?(?:exam\w*|stud\w*|films?|radiograph\w*|"
-    r"x-ray\w*|x-xxxx|images?|imaging|ct)\b|\b(?:to|from|than|with|since|on) (?:the )?(?:prior|previous)\b(?=\s*(?:[.,;]|$))",
+    r"\b(?:the |a )?(?:prior|previous|last|earlier|recent|most recent) (?:chest )?"
+    r"(?:exam\w*|stud\w*|films?|radiograph\w*|x-ray\w*|x-xxxx|images?|imaging|ct)\b"
+    r"|\b(?:to|from|than|with|since|on) (?:the )?(?:prior|previous)\b(?=\s*(?:[.,;]|$))",
     re.IGNORECASE)
-CUES: dict[str, re.Pattern] = {kind: re.compile(rf"(?<![\w-])(?:{pattern})(?![\w-])", re.IGNORECASE) for kind, pattern in {
+_CUE_PATTERNS = {
     "uncertain": r"possible|possibly|probable|probably|likely|may|might|could|question|questionabl\w*|suspicio\w*|"
-                 r"suspect\w*|suggest\w*|concerning|cannot|can not|not (?:be )?(?:entirely |completely )?(?:excluded|ruled out)|"
+                 r"suspect\w*|suggest\w*|concerning|cannot|can not|"
+                 r"not (?:be )?(?:entirely |completely )?(?:excluded|ruled out)|"
                  r"differential|versus|vs|equivocal|indeterminate|uncertain|presumed|perhaps",
     "resolved": r"resol\w*|cleared|clearing|no longer",
     "new": r"new|newly|develop\w*",
@@ -156,7 +159,9 @@ CUES: dict[str, re.Pattern] = {kind: re.compile(rf"(?<![\w-])(?:{pattern})(?![\w
     "same": r"unchanged|stable|stability|no (?:\w+ )?change|not changed|the same|similar|persist\w*|remain\w*|again|"
             r"redemonstrat\w*|still",
     "history": r"status post|s/p|post-?surgical|post-?operative|postop|has had|after|past|prior|previous|previously",
-}.items()}
+}
+CUES: dict[str, re.Pattern] = {kind: re.compile(rf"(?<![\w-])(?:{pattern})(?![\w-])", re.IGNORECASE)
+                               for kind, pattern in _CUE_PATTERNS.items()}
 
 
 def cues(text: str) -> frozenset[str]:
@@ -310,7 +315,8 @@ def rewrite_phrases(sentence: str) -> str:
     return re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", sentence)).strip()
 
 
-_PLACE = r"(?:(?:left|right)\s+)?(?:(?:upper|middle|lower)\s+(?:lobe|lung(?: zone)?)|lung\s+base|base|basilar|apical|midlung)|bibasilar|biapical"
+_PLACE = (r"(?:(?:left|right)\s+)?(?:(?:upper|middle|lower)\s+(?:lobe|lung(?: zone)?)|lung\s+base|base|basilar|apical|midlung)"
+          r"|bibasilar|biapical")
 _SIDE = {"left": "on the left", "left-sided": "on the left", "right": "on the right",
          "right-sided": "on the right", "bilateral": "on both sides"}
 # Nouns an "after" adjective may move behind, besides glossary terms: "hyperexpanded lungs" -> "lungs hyperexpanded".
@@ -518,7 +524,8 @@ def differences(original: str, plain: str) -> list[str]:
     diffs += [f"lost {o or 'finding'} side {s}" for o, s in sorted(sides_a - sides_b, key=str) if s]
     diffs += [f"added {o or 'finding'} side {s}" for o, s in sorted(sides_b - sides_a, key=str) if s]
     cues_a, cues_b = cues(original), cues(plain)
-    diffs += [f"lost {kind}" for kind in sorted(cues_a - cues_b)] + [f"added {kind}" for kind in sorted(cues_b - cues_a)]
+    diffs += [f"lost {kind}" for kind in sorted(cues_a - cues_b)]
+    diffs += [f"added {kind}" for kind in sorted(cues_b - cues_a)]
     return diffs
 
 
