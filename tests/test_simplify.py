@@ -7,7 +7,8 @@ import pytest
 
 from cxrgen import labeler
 from cxrgen.cli import main
-from cxrgen.simplify import DRAFT_NOTE, differences, fill_gaps, load_glossary, simplify
+from cxrgen.simplify import (DRAFT_NOTE, cues, differences, fill_gaps, kept_terms, load_glossary, load_phrases,
+                             simplify)
 
 # Written for this test, not taken from IU X-ray: (sentence, observation, expected status in the original).
 UNSEEN = [
@@ -62,15 +63,18 @@ def _sides(text: str) -> set:
 def test_glossary_size_and_safe_wording():
     glossary = load_glossary()
     assert len(glossary) >= 150
-    cues = re.compile(labeler._NEGATION_PRE.pattern + "|" + labeler._UNCERTAIN_PRE.pattern)
+    hedges = re.compile(labeler._NEGATION_PRE.pattern + "|" + labeler._UNCERTAIN_PRE.pattern)
     for e in glossary:
         # A plain phrase must neither negate nor hedge, nor name a finding its term does not name.
-        assert not cues.search(e.plain.lower()), e
+        assert not hedges.search(e.plain.lower()), e
         extra = ({m.observation or m.finding for m in labeler.mentions(e.plain)}
                  - {m.observation or m.finding for m in labeler.mentions(e.term)})
         assert not extra, (e, extra)
+        # Nor may it add a time or certainty word ("past", "new", "possible") that the guard compares.
+        assert cues(e.plain) <= cues(e.term), (e, cues(e.plain))
     for term in ("cardiomegaly", "pleural effusion", "atelectasis", "granuloma", "pneumothorax"):
         assert term in {e.term for e in glossary}
+    assert {r.kind for r in load_phrases()} == {"time", "certainty", "history", "polarity"}
 
 
 @pytest.mark.parametrize("sentence,observation,status", UNSEEN)
@@ -200,3 +204,102 @@ def test_cli_jsonl_and_stdin(tmp_path, monkeypatch, capsys, tiny_t5):
     assert main(["simplify", "--input", str(tmp_path / "missing.jsonl")]) == 2
     assert main(["simplify", "--model", str(tmp_path), "--input", str(src)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+# Written for this test, not taken from IU X-ray: report conventions (time, certainty, history, polarity)
+# and common jargon. (sentence, words that must be gone from the plain version, words it must contain)
+CONVENTIONS = [
+    ("Interval clearing of the left basilar opacity.", ["interval"], ["clearing since the last X-ray", "left"]),
+    ("The right pleural effusion has resolved.", [], ["cleared", "right"]),
+    ("No interval change in the small left pleural effusion.", ["interval"], ["no change since the last X-ray"]),
+    ("Stable mild cardiomegaly compared to the prior study.", ["stable", "prior"], ["unchanged since the last X-ray"]),
+    ("New right upper lobe consolidation.", [], ["new", "right upper lung"]),
+    ("Interval improvement in the right basilar airspace disease.", ["interval"], ["improved since the last X-ray"]),
+    ("Interval worsening of bilateral interstitial opacities.", ["interval"], ["have become worse", "both sides"]),
+    ("Left lower lobe atelectasis is redemonstrated.", ["redemonstrated"], ["seen again", "left"]),
+    ("Unchanged small right apical pneumothorax.", [], ["unchanged since the last X-ray", "right"]),
+    ("Findings concerning for early pneumonia.", ["concerning"], ["could mean"]),
+    ("Right basilar opacity, suggestive of atelectasis.", ["suggestive"], ["possible", "right"]),
+    ("Cannot exclude a small left pleural effusion.", ["exclude"], ["may be", "left"]),
+    ("Left lower lobe atelectasis versus pneumonia.", ["versus"], ["or possibly", "left"]),
+    ("Small bilateral effusions, most likely.", ["likely"], ["probably"]),
+    ("No frank pulmonary edema.", ["frank"], ["no obvious"]),
+    ("The osseous structures are grossly intact.", ["grossly", "osseous"], ["bones"]),
+    ("Status post CABG with intact sternal wires.", ["status post"], ["after heart bypass surgery"]),
+    ("The patient is status post left mastectomy.", ["status post"], ["has had", "left"]),
+    ("Negative for acute osseous abnormality.", ["negative"], ["no urgent bone problem"]),
+    ("No evidence of pneumothorax on the left.", ["evidence"], ["no sign of", "left"]),
+    ("The lungs are free of focal consolidation.", ["free of"], ["show no"]),
+    ("Without evidence of pleural effusion.", ["evidence"], ["without any sign of"]),
+    ("No adenopathy is seen.", ["adenopathy is"], ["swollen glands are seen"]),
+    ("Right lower lobe pulmonary nodule.", ["lung lung"], ["small round spot", "right lower lung"]),
+    ("Hyperexpanded lungs with flattened hemidiaphragms.", [], ["lungs holding too much air"]),
+    ("Possible retrocardiac atelectasis.", [], ["possible", "behind the heart"]),
+]
+
+
+@pytest.fixture(scope="module")
+def jargon():
+    """A word outside a general-audience word list (wordfreq, as scripts/simplify_terms.py uses)."""
+    wordfreq = pytest.importorskip("wordfreq")
+
+    def is_jargon(word: str) -> bool:
+        return word not in kept_terms() and any(wordfreq.zipf_frequency(p, "en") < 3.5 for p in word.split("-"))
+    return is_jargon
+
+
+# Plain words of the glossary that wordfreq ranks low but a lay reader knows.
+EVERYDAY = {"hazy", "deflated", "glands", "breastbone", "halves", "unbroken", "spotty", "windpipe", "collarbone"}
+
+
+def _unexplained(plain: str, is_jargon) -> list[str]:
+    """Jargon outside brackets and not followed by an explanation in brackets before the next comma."""
+    outside = re.sub(r"\([^()]*\)", lambda m: " " * len(m.group()), plain)
+    return [m.group() for m in re.finditer(r"(?<![\w'-])[a-z]+(?:-[a-z]+)*(?![\w'-])", outside.lower())
+            if is_jargon(m.group()) and m.group() not in EVERYDAY
+            and "(" not in re.split(r"[,;:.]", plain[m.end():])[0]]
+
+
+@pytest.mark.parametrize("sentence,gone,present", CONVENTIONS)
+def test_conventions_become_plain_clauses(sentence, gone, present, jargon):
+    r = simplify(sentence)
+    plain = r.plain
+    assert r.guard["passed_before_fallback"], r.guard
+    assert not differences(sentence, plain)  # labels, sides, time and certainty
+    assert cues(plain) == cues(sentence)
+    for word in gone:
+        assert not re.search(rf"\b{word}\b", plain, re.I), plain
+    for words in present:
+        assert words.lower() in plain.lower(), plain
+    for side in ("left", "right"):
+        if re.search(rf"\b{side}\b", sentence, re.I):
+            assert re.search(rf"\b{side}\b", plain, re.I), plain
+    assert not re.search(r"(?<![\w-])([a-z]+)\s+\1(?![\w-])", plain, re.I), plain
+    assert not _unexplained(plain, jargon), (plain, _unexplained(plain, jargon))
+    assert plain[0].isupper() and plain.endswith(".")
+
+
+def test_negation_and_uncertainty_survive_the_conventions():
+    assert labeler.label(simplify("Negative for pneumothorax.").plain)["Pneumothorax"] == 0
+    assert labeler.label(simplify("No evidence of pleural effusion.").plain)["Pleural Effusion"] == 0
+    assert labeler.label(simplify("Findings concerning for pneumonia.").plain)["Pneumonia"] == -1
+    assert labeler.label(simplify("Cannot exclude a small left pleural effusion.").plain)["Pleural Effusion"] == -1
+    assert "uncertain" in cues(simplify("Left basilar atelectasis versus scarring.").plain)
+
+
+def test_guard_rejects_lost_time_and_certainty():
+    # A rewriter that turns a resolved finding into a present one, or a possible one into a certain one.
+    r = simplify("The left pneumothorax has resolved.", rewriter=lambda s: "There is a pneumothorax on the left.")
+    assert not r.guard["passed_before_fallback"] and r.guard["passed"]
+    r = simplify("Possible granuloma in the right lung.", rewriter=lambda s: s.replace("Possible ", ""))
+    assert "lost uncertain" in r.guard["fallbacks"][0]["differences"]
+    assert r.sentences[0].plain.startswith("Possible")
+    r = simplify("Stable calcified granuloma.", rewriter=lambda s: "A new calcified granuloma.")
+    assert {"lost same", "added new"} <= set(r.guard["fallbacks"][0]["differences"])
+
+
+def test_grammar_after_substitution():
+    assert simplify("No adenopathy is seen.").plain == "No swollen glands are seen."
+    assert simplify("Hyperexpanded lungs.").plain.startswith("Lungs holding too much air")
+    assert simplify("Right lower lobe pulmonary nodule.").plain.count("lung") == 1
+    assert "the the" not in simplify("Heart size is normal in the the lungs are clear.").plain.lower()

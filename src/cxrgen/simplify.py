@@ -3,19 +3,22 @@
 Why a guard: a simpler report is only safe if it still says the same thing. Each sentence is
 rewritten on its own (glossary rules, or a local seq2seq model), then the labeler reads the
 original and the rewrite. If the 14 CheXpert observations or any side (left/right/bilateral)
-differ, the rewrite is thrown away and the sentence falls back to a literal gloss: the original
+differ, or a kind of time or certainty word (resolved, new, unchanged, possible, ...) is lost or
+added, the rewrite is thrown away and the sentence falls back to a literal gloss: the original
 words with plain explanations in brackets. Nothing is dropped: every sentence of the input gives
 one sentence of output.
 
-The glossary (resources/glossary.json) maps radiology terms to plain words. Where the labeler
-reads the plain words differently from the term (it does not know "fluid around the lung"), the
-term is kept in brackets after them, "fluid around the lung (pleural effusion)", so the finding
-stays visible to the labeler and to the patient, who can ask about it by name.
+The glossary (resources/glossary.json) holds phrase rules for report conventions ("negative for"
+-> "no", "interval development of X" -> "X, new since the last X-ray"), applied first, and maps
+radiology terms to plain words. Where the labeler reads the plain words differently from the
+term (it does not know "fluid around the lung"), the term is kept in brackets after them,
+"fluid around the lung (pleural effusion)", so the finding stays visible to the labeler and to
+the patient, who can ask about it by name.
 
 Example:
     >>> r = simplify("Mild cardiomegaly. No pneumothorax or pleural effusion.")
     >>> r.plain
-    'Mild enlarged heart. No air leak around the lung (pneumothorax) or fluid around the lung (pleural effusion).'
+    'A slightly enlarged heart. No air leak around the lung (pneumothorax) or fluid around the lung (pleural effusion).'
     >>> r.guard["passed_before_fallback"], r.guard["passed"]
     (True, True)
 """
@@ -48,6 +51,21 @@ class GlossEntry:
     term: str
     plain: str
     kind: str  # "finding", "device", "anatomy" or "word": used for coverage reports only
+    place: str = ""  # "after": an adjective whose plain words go after the noun ("lungs holding too much air")
+
+
+@dataclass(frozen=True)
+class PhraseRule:
+    """A report convention and its plain clause: "negative for" -> "no", "interval development of {x}"."""
+    match: str
+    plain: str
+    kind: str  # "time", "certainty", "history" or "polarity"
+    regex: re.Pattern
+
+
+_LOCK = "\x02"
+# The `{x}` of a phrase rule: the words it applies to, up to punctuation or the next clause.
+_NOUN_PHRASE = r"(?P<x>[^,.;:()]+?)(?=\s*(?:[,.;:()]|$)|\s+(?:with|which|but|since|compared|when|that)\b)"
 
 
 @dataclass
@@ -72,12 +90,35 @@ class SimplifyResult:
 
 # --- glossary --------------------------------------------------------------------------------------
 
+def _resource() -> dict:
+    text = resources.files("cxrgen.resources").joinpath("glossary.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
 @lru_cache(maxsize=1)
 def load_glossary() -> tuple[GlossEntry, ...]:
     """The packaged glossary, longest terms first (so "pleural effusion" wins over "effusion")."""
-    text = resources.files("cxrgen.resources").joinpath("glossary.json").read_text(encoding="utf-8")
-    entries = [GlossEntry(e["term"].lower(), e["plain"], e["kind"]) for e in json.loads(text)]
+    entries = [GlossEntry(e["term"].lower(), e["plain"], e["kind"], e.get("place", "")) for e in _resource()["terms"]]
     return tuple(sorted(entries, key=lambda e: -len(e.term)))
+
+
+@lru_cache(maxsize=1)
+def load_phrases() -> tuple[PhraseRule, ...]:
+    """The report conventions (time, certainty, history, polarity), in the order they are applied."""
+    rules = []
+    for e in _resource()["phrases"]:
+        pattern = e["match"].replace("{x}", _NOUN_PHRASE)
+        # Whole words only; the plain words a rule writes are joined by _LOCK so no later rule rewrites them.
+        start = rf"(?<![\w{_LOCK}-])" if re.match(r"[\w(]", e["match"]) else ""
+        end = rf"(?![\w{_LOCK}-])" if re.search(r"[\w)?]$", e["match"]) else ""
+        rules.append(PhraseRule(e["match"], e["plain"], e["kind"], re.compile(start + pattern + end, re.IGNORECASE)))
+    return tuple(rules)
+
+
+@lru_cache(maxsize=1)
+def kept_terms() -> dict[str, str]:
+    """Frequent report words deliberately left as they are, with the reason (e.g. units of a number)."""
+    return {e["term"].lower(): e["why"] for e in _resource()["kept"]}
 
 
 @lru_cache(maxsize=1)
@@ -96,6 +137,42 @@ def _reading(text: str) -> tuple[tuple, frozenset]:
     labels = labeler.label(text)
     sides = frozenset((m.observation, m.laterality) for m in labeler.mentions(text))
     return tuple(labels[c] for c in labeler.CONDITIONS), sides
+
+
+# Time and certainty, which the labeler does not report. A rewrite must keep every kind its original
+# has and add none: "has resolved" must not become present, "possible" must not become certain.
+# Mentions of the comparison exam itself ("compared to the prior study") are not history of the patient.
+_COMPARISON = re.compile(
+    r"\b(?:the |a )?(?:prior|previous|last|earlier|recent|most recent) (?:chest )?"
+    r"(?:exam\w*|stud\w*|films?|radiograph\w*|x-ray\w*|x-xxxx|images?|imaging|ct)\b"
+    r"|\b(?:to|from|than|with|since|on) (?:the )?(?:prior|previous)\b(?=\s*(?:[.,;]|$))",
+    re.IGNORECASE)
+_CUE_PATTERNS = {
+    "uncertain": r"possible|possibly|probable|probably|likely|may|might|could|question|questionabl\w*|suspicio\w*|"
+                 r"suspect\w*|suggest\w*|concerning|cannot|can not|"
+                 r"not (?:be )?(?:entirely |completely )?(?:excluded|ruled out)|"
+                 r"differential|versus|vs|equivocal|indeterminate|uncertain|presumed|perhaps",
+    "resolved": r"resol\w*|cleared|clearing|no longer",
+    "new": r"new|newly|develop\w*",
+    "better": r"improv\w*|decreas\w*|smaller|better",
+    "worse": r"wors\w*|increas\w*|larger|progress\w*",
+    "same": r"unchanged|stable|stability|no (?:\w+ )?change|not changed|the same|similar|persist\w*|remain\w*|again|"
+            r"redemonstrat\w*|still",
+    "history": r"status post|s/p|post-?surgical|post-?operative|postop|has had|after|past|prior|previous|previously",
+}
+CUES: dict[str, re.Pattern] = {kind: re.compile(rf"(?<![\w-])(?:{pattern})(?![\w-])", re.IGNORECASE)
+                               for kind, pattern in _CUE_PATTERNS.items()}
+
+
+def cues(text: str) -> frozenset[str]:
+    """The kinds of time and certainty words in a text (see CUES)."""
+    text = _COMPARISON.sub(" ", text)
+    return frozenset(kind for kind, regex in CUES.items() if regex.search(text))
+
+
+def _signature(text: str) -> tuple:
+    """Everything the guard compares: the labeler's reading plus time and certainty."""
+    return _reading(text), cues(text)
 
 
 @lru_cache(maxsize=None)
@@ -210,8 +287,11 @@ def _plain_phrase(entry: GlossEntry, matched: str, before: str, keep_terms: bool
 
 
 def _finish(text: str) -> str:
+    """Spacing, no word twice in a row ("lower lung lung"), a capital first letter, a final full stop."""
     text = re.sub(r"\s{2,}", " ", text).strip()
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+    text = re.sub(r",(\s*,)+", ",", text)
+    text = re.sub(r"(?<![\w-])([A-Za-z]+)(?:\s+\1)+(?![\w-])", r"\1", text, flags=re.IGNORECASE)
     first = re.search(r"[A-Za-z]", text)
     if not first:
         return text
@@ -219,9 +299,29 @@ def _finish(text: str) -> str:
     return text if text[-1] in ".!?" else text + "."
 
 
-_PLACE = r"(?:(?:left|right)\s+)?(?:(?:upper|middle|lower)\s+lobe|lung\s+base|base|basilar|apical|midlung)|bibasilar|biapical"
+def rewrite_phrases(sentence: str) -> str:
+    """Report conventions as plain clauses that keep their polarity, certainty and timing:
+    "Negative for X" -> "No X", "interval development of X" -> "X, new since the last X-ray"."""
+    def fill(rule: PhraseRule, m: re.Match) -> str:
+        groups = {k: v or "" for k, v in m.groupdict().items()}
+        plural = _plural(groups.get("x", ""))  # "{x} {has} cleared": the verb agrees with the phrase
+        groups |= {"has": "have" if plural else "has", "is": "are" if plural else "is"}
+        pieces = re.split(r"(\{\w+\})", rule.plain)  # fixed words are locked, the {x} words stay open
+        return "".join(groups[p[1:-1]] if re.fullmatch(r"\{\w+\}", p) else _LOCK + p.replace(" ", _LOCK) + _LOCK
+                       for p in pieces)
+    for rule in load_phrases():
+        sentence = rule.regex.sub(lambda m, rule=rule: fill(rule, m), sentence)
+    sentence = re.sub(rf"[{_LOCK} ]+", " ", sentence)
+    return re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", sentence)).strip()
+
+
+_PLACE = (r"(?:(?:left|right)\s+)?(?:(?:upper|middle|lower)\s+(?:lobe|lung(?: zone)?)|lung\s+base|base|basilar|apical|midlung)"
+          r"|bibasilar|biapical")
 _SIDE = {"left": "on the left", "left-sided": "on the left", "right": "on the right",
          "right-sided": "on the right", "bilateral": "on both sides"}
+# Nouns an "after" adjective may move behind, besides glossary terms: "hyperexpanded lungs" -> "lungs hyperexpanded".
+_NOUNS = ("lungs", "lung", "heart", "changes", "change", "areas", "area", "regions", "region", "appearance",
+          "process", "disease", "markings", "shadows", "lymph nodes", "nodes")
 
 
 @lru_cache(maxsize=1)
@@ -231,68 +331,153 @@ def _reorder_regex() -> re.Pattern:
                       re.IGNORECASE)
 
 
+@lru_cache(maxsize=1)
+def _after_regex() -> re.Pattern:
+    adjectives = "|".join(re.escape(e.term) for e in load_glossary() if e.place == "after")
+    nouns = sorted({e.term for e in load_glossary() if e.kind != "word"} | set(_NOUNS), key=len, reverse=True)
+    return re.compile(rf"(?<![\w-])(?P<adj>{adjectives})\s+(?P<noun>{'|'.join(map(re.escape, nouns))})(?![\w-])",
+                      re.IGNORECASE)
+
+
 def _reorder(sentence: str) -> str:
-    """"Left lower lobe atelectasis" -> "atelectasis in the left lower lobe": plain phrases are
-    longer than terms, and a side word placed before them would end up far from the finding."""
-    def repl(m: re.Match) -> str:
+    """Put words where their plain versions read well. "Left lower lobe atelectasis" -> "atelectasis
+    in the left lower lobe": a side placed before a long plain phrase would end up far from the finding.
+    "Hyperexpanded lungs" -> "lungs hyperexpanded" (then "lungs holding too much air"): an adjective
+    whose plain words are a clause goes after its noun."""
+    def side(m: re.Match) -> str:
         where = f"in the {m['place'].lower()}" if m["place"] else _SIDE[m["side"].lower()]
         return f"{m['term']} {where}"
-    return _reorder_regex().sub(repl, sentence)
+
+    def adjective(m: re.Match) -> str:
+        whole = _glossary_regex().match(sentence, m.start())
+        if whole and whole.end() > m.end("adj"):  # part of a longer term ("calcified granuloma"): keep it
+            return m.group()
+        return f"{m['noun']} {m['adj']}"
+    sentence = _after_regex().sub(adjective, sentence)
+    return _reorder_regex().sub(side, sentence)
+
+
+_VERB = re.compile(r"^(\s*(?:\([^)]*\)\s*)?)(is|are|was|were|has|have|appears|appear|remains|remain)\b")
+_OTHER_NUMBER = {"is": "are", "are": "is", "was": "were", "were": "was", "has": "have", "have": "has",
+                 "appears": "appear", "appear": "appears", "remains": "remain", "remain": "remains"}
+_PLURAL_VERBS = {"are", "were", "have", "appear", "remain"}
+_IRREGULAR_PLURALS = {"bullae", "apices", "sulci", "vertebrae", "granulomata", "sequelae", "pneumothoraces"}
+
+
+def _plural(phrase: str) -> bool:
+    """Is the head noun of a noun phrase plural? ("small round spots" yes, "fluid around the lungs" no)"""
+    head = re.split(r"[,(]|\s(?:of|in|on|at|around|from|that|with|near|behind|to|under|below|between|for|and)\s",
+                    f"{phrase.lower()} ")[0]
+    words = re.findall(r"[a-z]+", head)
+    if not words:
+        return False
+    w = words[-1]
+    return w in _IRREGULAR_PLURALS or (w.endswith("s") and not w.endswith(("ss", "us", "is", "xs")))
+
+
+def _agree(before: str, term: str, plain: str, after: str) -> str:
+    """Subject-verb agreement after a gloss of a different number: "No adenopathy is seen" ->
+    "No swollen lymph nodes are seen". Left alone after "and" (a compound subject)."""
+    m = _VERB.match(after)
+    if not m or _plural(plain) == _plural(term) or re.search(r"\band\b", re.split(r"[,;]", before)[-1], re.I):
+        return after
+    verb = m.group(2)
+    if (verb.lower() in _PLURAL_VERBS) == _plural(plain):
+        return after
+    fixed = _OTHER_NUMBER[verb.lower()]
+    return m.group(1) + (fixed.capitalize() if verb[0].isupper() else fixed) + after[m.end():]
+
+
+_CLAUSE_END = re.compile(r"\s*(?:[,;:.]|\s(?:and|or|with|but|which)\s|$)")
+
+
+def _assemble(sentence: str, matches: list[re.Match], texts: list[str], notes: dict[int, str] | None = None) -> str:
+    """The sentence with each glossary match replaced by its chosen text, verbs made to agree.
+
+    `notes` {match index: plain words}: the term stays as written and its plain words follow in brackets
+    at the end of its clause ("atelectasis right midlung (partly deflated lung)").
+    """
+    inserts: dict[int, list[str]] = {}
+    for i, note in (notes or {}).items():
+        end = _CLAUSE_END.search(sentence, matches[i].end()).start()
+        inserts.setdefault(end, []).append(f" ({note})")
+    out, last = [], 0
+    for i, (m, text) in enumerate(zip(matches, texts)):
+        out.append(sentence[last:m.start()])
+        gap_end = matches[i + 1].start() if i + 1 < len(matches) else len(sentence)
+        following = _agree(sentence[:m.start()], m.group(), text, sentence[m.end():gap_end])
+        for pos in sorted((p for p in inserts if m.end() <= p <= gap_end), reverse=True):
+            cut = pos - m.end() + len(following) - (gap_end - m.end())
+            following = following[:cut] + "".join(inserts.pop(pos)) + following[cut:]
+        out.append(text)
+        out.append(following)
+        last = gap_end
+    out.append(sentence[last:])
+    return "".join(out)
 
 
 def _substitute(sentence: str, keep_terms: bool) -> str:
-    out, last = [], 0
-    for m in _glossary_regex().finditer(sentence):
-        out.append(sentence[last:m.start()])
-        out.append(_plain_phrase(_by_term()[m.group().lower()], m.group(), sentence[:m.start()], keep_terms))
-        last = m.end()
-    out.append(sentence[last:])
-    return _finish("".join(out))
+    matches = list(_glossary_regex().finditer(sentence))
+    texts = [_plain_phrase(_by_term()[m.group().lower()], m.group(), sentence[:m.start()], keep_terms)
+             for m in matches]
+    return _finish(_assemble(sentence, matches, texts))
 
 
-def _stepwise(sentence: str) -> str:
-    """Term by term, keeping each replacement only if the labeler still reads the sentence the same.
+def _stepwise(sentence: str, target: tuple) -> str:
+    """Term by term, keeping each replacement only if the guard still reads the sentence as `target`.
 
     For each glossary term, in order: plain words; plain words (term); term (plain words); the term
-    as written. Every step is checked against the whole sentence, so the result always reads the same.
+    with its plain words in brackets at the end of its clause; the term as written. Every step is
+    checked against the whole sentence, so the result always reads the same.
     """
-    target = _reading(sentence)
     matches = list(_glossary_regex().finditer(sentence))
     chosen = [m.group() for m in matches]
+    notes: dict[int, str] = {}
 
-    def build() -> str:
-        out, last = [], 0
-        for m, text in zip(matches, chosen):
-            out += [sentence[last:m.start()], text]
-            last = m.end()
-        return "".join(out + [sentence[last:]])
+    def reads_same() -> bool:
+        return _signature(_finish(_assemble(sentence, matches, chosen, notes))) == target
 
     for i, m in enumerate(matches):
         entry = _by_term()[m.group().lower()]
         plain = _plain_phrase(entry, m.group(), sentence[:m.start()], keep_terms=False)
-        for option in (plain, f"{plain} ({m.group().lower()})", f"{m.group()} ({re.sub(r'^(?:a|an) ', '', entry.plain)})"):
+        bare = re.sub(r"^(?:a|an) ", "", entry.plain)
+        if bare.lower() == m.group().lower():
+            continue
+        for option in (plain, f"{plain} ({m.group().lower()})", f"{m.group()} ({bare})"):
             chosen[i] = option
-            if _reading(build()) == target:
+            if reads_same():
                 break
         else:
             chosen[i] = m.group()
-    return _finish(build())
+            # At the end of the clause a bracket must say something on its own: "(lung)" for "pulmonary" would not.
+            if entry.kind in ("finding", "device") or (entry.kind == "anatomy" and " " in bare):
+                notes[i] = bare
+                if not reads_same():
+                    del notes[i]
+    return _finish(_assemble(sentence, matches, chosen, notes))
 
 
 def glossary_rewrite(sentence: str) -> Iterator[str]:
     """Rule-based rewrites, plainest first (lazily, so the guard stops at the first that passes):
-    a reassuring sentence for common normal statements; every term in plain words; the same keeping
-    in brackets the terms the labeler needs; then term by term, checked at each step."""
+    a reassuring sentence for common normal statements; report conventions as plain clauses, then
+    every term in plain words; the same keeping in brackets the terms the labeler needs; term by
+    term, checked at each step; and the same three without the convention rewrites."""
     key = sentence.lower().strip().rstrip(".").strip()
     key = re.sub(r"^(?:specifically|again|otherwise),?\s+", "", key)
     yield from (reassuring for pattern, reassuring in _REASSURING if pattern.fullmatch(key))
     heart = _heart_mediastinum(key)
     if heart:
         yield heart
-    ordered = _reorder(sentence)
-    yield _substitute(ordered, keep_terms=False)
-    yield _substitute(ordered, keep_terms=True)
-    yield _stepwise(ordered if _reading(ordered) == _reading(sentence) else sentence)
+    target = _signature(sentence)
+    phrased = rewrite_phrases(sentence)
+    for text in dict.fromkeys([phrased, sentence]):  # without the convention rewrites only if they differ
+        ordered = _reorder(text)
+        yield _substitute(ordered, keep_terms=False)
+        yield _substitute(ordered, keep_terms=True)
+        for base in (ordered, text):
+            if _signature(base) == target:
+                yield _stepwise(base, target)
+                break
 
 
 def gloss(sentence: str) -> str:
@@ -333,11 +518,14 @@ class Seq2SeqRewriter:
 # --- guard and driver ------------------------------------------------------------------------------
 
 def differences(original: str, plain: str) -> list[str]:
-    """What the labeler reads differently in `plain`: changed observations and changed sides."""
+    """What the guard reads differently in `plain`: observations, sides, time and certainty."""
     (labels_a, sides_a), (labels_b, sides_b) = _reading(original), _reading(plain)
     diffs = [f"{c}: {a} -> {b}" for c, a, b in zip(labeler.CONDITIONS, labels_a, labels_b) if a != b]
     diffs += [f"lost {o or 'finding'} side {s}" for o, s in sorted(sides_a - sides_b, key=str) if s]
     diffs += [f"added {o or 'finding'} side {s}" for o, s in sorted(sides_b - sides_a, key=str) if s]
+    cues_a, cues_b = cues(original), cues(plain)
+    diffs += [f"lost {kind}" for kind in sorted(cues_a - cues_b)]
+    diffs += [f"added {kind}" for kind in sorted(cues_b - cues_a)]
     return diffs
 
 
