@@ -66,3 +66,33 @@ def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer
         raise UserError(f"{directory} does not fit this cxrgen {__version__} (written by {written_by}: "
                         f"{reason}); use the cxrgen version that wrote it, or retrain") from e
     return model.eval(), tokenizer, config, meta
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """meta.json of a checkpoint folder, without loading the weights."""
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        raise UserError(f"{directory} is not a cxrgen checkpoint (missing meta.json)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path} is corrupt ({e}); retrain or copy the model folder again") from None
+
+
+def model_card(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the model is, from its meta.json: the training data (layout, phantom or real, studies per
+    split), when it was trained, test metrics if recorded, and its OOD check. A field the checkpoint
+    does not record is None (older checkpoints record less)."""
+    data = meta.get("data") or {}
+    studies = data.get("studies") or {k: meta.get(f"{k}_studies") for k in ("train", "val")}
+    ood = meta.get("ood")
+    return {
+        "data": {"layout": data.get("layout"), "phantom": data.get("phantom"),
+                 "studies": {k: studies.get(k) for k in ("train", "val", "test")}},
+        "trained_at": meta.get("trained_at"),
+        "test_metrics": meta.get("test_metrics"),
+        "ood_check": None if not ood else {
+            "quantile": ood.get("quantile"),
+            "thresholds": {view: v.get("threshold") for view, v in (ood.get("views") or {}).items()}},
+        "cxrgen_version": meta.get("cxrgen_version"),
+    }

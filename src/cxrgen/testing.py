@@ -140,13 +140,18 @@ def tiny_training_overrides() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 class StandInGenerator:
-    """Report and probabilities from image brightness; attention = the image on an 8x8 grid.
+    """Report and probabilities from image brightness; attention = the image on an 8x8 grid; the OOD
+    verdict flags a view whose pixel spread (std / 8) is above 4 (noise is, a flat image is not).
 
     Set `fail = True` to make the next calls raise; `batches` records each call's batch size."""
 
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.fail = False
+        self.meta = {"data": {"layout": "phantom", "phantom": True, "studies": {"train": 10, "val": 3, "test": 3}},
+                     "trained_at": "2026-01-01", "test_metrics": {"bleu4": 0.1},
+                     "ood": {"quantile": 0.99, "views": {"frontal": {"threshold": 4.0}, "lateral": {"threshold": 4.0}}},
+                     "cxrgen_version": "0.1.0"}
 
     def generate_batch(self, frontals, laterals):
         from cxrgen.labeler import CONDITIONS
@@ -161,7 +166,10 @@ class StandInGenerator:
                 "The lungs are clear. No pleural effusion or pneumothorax."
             outs.append({"report": report + (" Lateral view seen." if lat is not None else ""),
                          "probabilities": {c: mean * (i + 1) / len(CONDITIONS) for i, c in enumerate(CONDITIONS)},
-                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32)})
+                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32),
+                         "ood": [{"view": view, "score": round(float(im.std()) / 8, 4), "threshold": 4.0,
+                                  "flag": float(im.std()) / 8 > 4.0}
+                                 for view, im in (("frontal", f), ("lateral", lat)) if im is not None]})
         return outs
 
 

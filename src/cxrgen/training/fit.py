@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,17 @@ import torch
 
 from cxrgen.checkpoint import load_checkpoint, save_checkpoint
 from cxrgen.config import Config
+from cxrgen.data.cache import ImageCache
 from cxrgen.data.loader import assign_splits, split_studies
 from cxrgen.data.reports import target_text
+from cxrgen.data.specs import parse_spec
 from cxrgen.data.studies import Study
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
+from cxrgen.inference import calibrate
 from cxrgen.io import atomic_write_text
 from cxrgen.models.generator import ReportModel
+from cxrgen.ood import DEFAULT_QUANTILE
 from cxrgen.training.callbacks import MarginEarlyStopping, SaveBest, TrainThroughput
 from cxrgen.training.datamodule import ReportDataModule
 from cxrgen.training.hooks import hooks_from_config
@@ -100,16 +105,38 @@ def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta
     return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta), tokenizer, model, splits
 
 
+def data_meta(spec: str | None, splits: dict[str, list[Study]]) -> dict:
+    """What the model card says about the training data: layout, phantom or real, studies per split
+    (those with a report and a frontal image)."""
+    layout = parse_spec(spec)[0] if spec else None
+    return {"layout": layout, "phantom": layout == "phantom" if layout else None,
+            "studies": {k: len(v) for k, v in splits.items()}}
+
+
+def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -> None:
+    """Training statistics for the OOD check (`cxrgen.ood`), from the saved model's own encoder
+    over the cached training and validation images."""
+    model = load_checkpoint(model_dir)[0]
+    cache = ImageCache(dm.cache_path)
+    train, val = ((cache.get(sid) for sid in dm.datasets[split].ids) for split in ("train", "val"))
+    stats = calibrate(model, train, val, DEFAULT_QUANTILE, device=device)
+    stats.save(model_dir)
+    for name, v in stats.meta()["views"].items():
+        _logger.info("OOD check (%s): threshold %.2f, the validation 99th percentile of %d images",
+                     name, v["threshold"], v["val_images"])
+
+
 def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: str | Path | None = None,
         accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1, strategy: str = "auto",
         extra_losses: list[ExtraLoss] | None = None, limit_train_batches: int | float | None = None,
-        resume: bool = False) -> TrainResult:
+        resume: bool = False, data: str | None = None) -> TrainResult:
     """Train a report generator; the best checkpoint (by `train.select_metric`) goes to OUTPUT/model.
 
     OUTPUT also receives config.yaml (resolved), last.ckpt (after every epoch; `resume=True`
     continues from it), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png and train_summary.json.
     Image and feature caches go to `cache_dir` (default OUTPUT/../.cache)
-    and are reused by later runs on the same data.
+    and are reused by later runs on the same data. `data`, the dataset spec, goes into the model card;
+    the model's training statistics for the OOD check are added at the end.
     """
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -123,8 +150,9 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
     monitor, mode = ("val/cider", "max") if tc.select_metric == "cider" else ("val/ce_loss", "min")
     if tc.select_metric not in ("cider", "loss"):
         raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
-    meta = {"seed": tc.seed, "select_metric": monitor}  # the data module's setup adds the study counts
-    dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)
+    meta = {"seed": tc.seed, "select_metric": monitor, "trained_at": time.strftime("%Y-%m-%d")}
+    dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)  # setup adds the study counts
+    meta["data"] = data_meta(data, splits)
     if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
         extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
     module = GeneratorModule(model, tokenizer, config, extra_losses)
@@ -148,6 +176,7 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
     if trainer.is_global_zero:
         if not (output / "model").exists():  # no validation pass ran: keep the last weights
             save_checkpoint(output / "model", model, tokenizer, config, meta)
+        add_ood_stats(output / "model", dm, trainer.strategy.root_device)
         merge_csv_log(metrics_csv)
         if metrics_csv.exists():
             plot_loss_curve(metrics_csv, output / "loss_curve.png")
