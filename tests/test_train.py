@@ -45,6 +45,10 @@ def test_run_folder_has_checkpoint_logs_and_curve(run):
     assert summary["epochs_run"] == 2 and summary["best_metric"] == "val/cider"
     meta = json.loads((run / "model" / "meta.json").read_text())
     assert meta["seed"] == 42 and meta["train_studies"] == 10
+    # the model card's facts and the OOD check's training statistics (10 training frontals: enough for that view)
+    assert meta["data"] == {"layout": "manifest", "phantom": False, "studies": {"train": 10, "val": 3, "test": 3}}
+    assert meta["trained_at"] and meta["ood"]["views"]["frontal"]["train_images"] == 10
+    assert (run / "model" / "ood.safetensors").is_file()
     assert not list(run.glob(".model.*"))  # no temporary directories left behind
 
 
