@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrgen.checkpoint import load_checkpoint, model_card, read_meta
-from cxrgen.inference import ReportGenerator, calibrate
+from cxrgen.checkpoint import model_card, read_meta
+from cxrgen.inference import ReportGenerator
 from cxrgen.ood import FILE, OODStats
-from cxrgen.testing import make_tiny_checkpoint, run_cli
+from cxrgen.testing import make_calibrated_checkpoint, make_tiny_checkpoint, ramp_pairs, run_cli
 
 
 def _gaussian(n, dim=8, shift=0.0, seed=0):
@@ -36,28 +36,17 @@ def test_one_verdict_per_view_given_and_none_for_a_view_without_statistics():
     assert rows[1][1] == {"view": "lateral", "score": None, "threshold": None, "flag": False}
 
 
-def _images(n, seed, bright=True):
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 1, 128)[None, :] * np.linspace(0.5, 1, 128)[:, None]
-    for _ in range(n):
-        base = (ramp * (200 if bright else 120) + rng.normal(0, 4, (128, 128))).clip(0, 255).astype(np.uint8)
-        yield base, base.T.copy()
-
-
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """A tiny checkpoint with statistics from smooth ramp images (frontal) and their transposes (lateral)."""
-    d = make_tiny_checkpoint(tmp_path_factory.mktemp("ood") / "model")
-    model = load_checkpoint(d)[0]
-    calibrate(model, _images(40, 0), _images(20, 1), 0.99).save(d)
-    return d
+    return make_calibrated_checkpoint(tmp_path_factory.mktemp("ood") / "model")
 
 
 def test_stats_survive_the_checkpoint_and_reach_every_prediction(calibrated, tiny_model):
     assert (calibrated / FILE).is_file()
     assert read_meta(calibrated)["ood"]["quantile"] == 0.99
     gen = ReportGenerator.from_pretrained(calibrated)
-    front, lat = next(_images(1, 6))  # a new ramp: scores ~23 (frontal) and ~22 (lateral), thresholds ~28 and ~26
+    front, lat = next(ramp_pairs(1, 6))  # a new ramp: scores ~23 (frontal) and ~22 (lateral), thresholds ~28 and ~26
     out = gen.generate(front, lat)
     assert [v["view"] for v in out["ood"]] == ["frontal", "lateral"] and not any(v["flag"] for v in out["ood"])
     noise = np.random.default_rng(0).integers(0, 256, (128, 128), np.uint8)
@@ -69,7 +58,7 @@ def test_stats_survive_the_checkpoint_and_reach_every_prediction(calibrated, tin
 
 
 def test_generate_cli_prints_the_verdict_and_refuses_on_request(calibrated, tiny_model, tmp_path):
-    front, _ = next(_images(1, 6))
+    front, _ = next(ramp_pairs(1, 6))
     Image.fromarray(front).save(tmp_path / "ok.png")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128), np.uint8)).save(tmp_path / "noise.png")
     code, out, _ = run_cli(["generate", "--model", str(calibrated), "--image", str(tmp_path / "ok.png"), "--json"])

@@ -86,6 +86,26 @@ def make_tiny_checkpoint(directory: Path) -> Path:
     return save_checkpoint(directory, ReportModel(cfg.model, len(tok), pretrained=False), tok, cfg)
 
 
+def ramp_pairs(n: int, seed: int, side: int = 128) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`n` (frontal, lateral) uint8 pairs: a smooth ramp with mild noise, and its transpose."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 1, side)[None, :] * np.linspace(0.5, 1, side)[:, None]
+    for _ in range(n):
+        base = (ramp * 200 + rng.normal(0, 4, (side, side))).clip(0, 255).astype(np.uint8)
+        yield base, base.T.copy()
+
+
+def make_calibrated_checkpoint(directory: Path) -> Path:
+    """`make_tiny_checkpoint` with OOD statistics fitted on ramp images (40 training, 20 validation
+    pairs): another ramp passes, noise, a real radiograph or a frontal in the lateral slot is flagged."""
+    from cxrgen.checkpoint import load_checkpoint
+    from cxrgen.inference import calibrate
+
+    directory = make_tiny_checkpoint(directory)
+    calibrate(load_checkpoint(directory)[0], ramp_pairs(40, 0), ramp_pairs(20, 1), 0.99).save(directory)
+    return directory
+
+
 def random_model(directory: Path, size: str) -> Path:
     """The default config ("default") or SERVE_CONFIG ("tiny") with random weights and the IU
     training reports' vocabulary, saved as a checkpoint (what the benches serve)."""
