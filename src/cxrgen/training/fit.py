@@ -11,6 +11,9 @@ import json
 import logging
 import math
 import time
+import warnings
+from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +129,31 @@ def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -
                      name, v["threshold"], v["val_images"])
 
 
+@contextmanager
+def quiet_lightning(log_file: Path) -> Iterator[None]:
+    """Lightning's own log lines (tips, accelerator summary, "`Trainer.fit` stopped") go to `log_file`
+    only, not twice to the console; known-harmless warnings are dropped. With -v (debug logging) they
+    all stay on the console too. Our own log lines also go to `log_file`."""
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    lightning, root = logging.getLogger("lightning"), logging.getLogger()
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = lightning.handlers[:], lightning.propagate
+    lightning.handlers = [handler]  # its own stderr handler repeated every line the root handler prints
+    lightning.propagate = verbose
+    root.addHandler(handler)
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.filterwarnings("ignore", message=r".*is deprecated", module=r"lightning\.")
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen encoder
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            lightning.handlers, lightning.propagate = saved
+            handler.close()
+
+
 def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: str | Path | None = None,
         accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1, strategy: str = "auto",
         extra_losses: list[ExtraLoss] | None = None, limit_train_batches: int | float | None = None,
@@ -133,7 +161,8 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
     """Train a report generator; the best checkpoint (by `train.select_metric`) goes to OUTPUT/model.
 
     OUTPUT also receives config.yaml (resolved), last.ckpt (after every epoch; `resume=True`
-    continues from it), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png and train_summary.json.
+    continues from it), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png, train_summary.json and
+    train.log (every log line, Lightning's included).
     Image and feature caches go to `cache_dir` (default OUTPUT/../.cache)
     and are reused by later runs on the same data. `data`, the dataset spec, goes into the model card;
     the model's training statistics for the OOD check are added at the end.
@@ -143,45 +172,48 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
     output = Path(output)
     last = check_resume(config, output, resume)
     output.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cache_dir) if cache_dir else output.parent / ".cache"
-    config.save(output / "config.yaml")
-    tc = config.train
-    L.seed_everything(tc.seed, workers=True)
-    monitor, mode = ("val/cider", "max") if tc.select_metric == "cider" else ("val/ce_loss", "min")
-    if tc.select_metric not in ("cider", "loss"):
-        raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
-    meta = {"seed": tc.seed, "select_metric": monitor, "trained_at": time.strftime("%Y-%m-%d")}
-    dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)  # setup adds the study counts
-    meta["data"] = data_meta(data, splits)
-    if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
-        extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
-    module = GeneratorModule(model, tokenizer, config, extra_losses)
-    save_best = SaveBest(output / "model", monitor, mode, meta)
-    speed = TrainThroughput()
-    precision = tc.precision if tc.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
-    steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
-    metrics_csv = output / "csv" / "metrics.csv"
-    if last is not None:
-        set_csv_log_aside(metrics_csv)
-    trainer = L.Trainer(
-        max_epochs=tc.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        precision=precision, gradient_clip_val=tc.grad_clip or None, enable_checkpointing=False,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps_per_epoch)), default_root_dir=output,
-        logger=[CSVLogger(output, name="csv", version=""), TensorBoardLogger(output, name="tb", version="")],
-        callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed,
-                   SaveLast(output / "last.ckpt", metrics_csv)],
-        limit_train_batches=limit_train_batches, enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=last)
-    if trainer.is_global_zero:
-        if not (output / "model").exists():  # no validation pass ran: keep the last weights
-            save_checkpoint(output / "model", model, tokenizer, config, meta)
-        add_ood_stats(output / "model", dm, trainer.strategy.root_device)
-        merge_csv_log(metrics_csv)
-        if metrics_csv.exists():
-            plot_loss_curve(metrics_csv, output / "loss_curve.png")
-    result = TrainResult(output / "model", monitor, save_best.best, save_best.best_epoch, trainer.current_epoch,
-                         speed.samples / max(speed.seconds, 1e-9))
-    atomic_write_text(output / "train_summary.json", json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                                for k, v in result.__dict__.items()}, indent=2))
-    return result
+    with quiet_lightning(output / "train.log"):
+        cache_dir = Path(cache_dir) if cache_dir else output.parent / ".cache"
+        config.save(output / "config.yaml")
+        tc = config.train
+        L.seed_everything(tc.seed, workers=True)
+        monitor, mode = ("val/cider", "max") if tc.select_metric == "cider" else ("val/ce_loss", "min")
+        if tc.select_metric not in ("cider", "loss"):
+            raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
+        meta = {"seed": tc.seed, "select_metric": monitor, "trained_at": time.strftime("%Y-%m-%d")}
+        dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)  # setup adds the study counts
+        meta["data"] = data_meta(data, splits)
+        if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
+            extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
+        module = GeneratorModule(model, tokenizer, config, extra_losses)
+        save_best = SaveBest(output / "model", monitor, mode, meta)
+        speed = TrainThroughput()
+        precision = tc.precision if tc.precision != "auto" else \
+            ("bf16-mixed" if torch.cuda.is_available() else "32-true")
+        steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
+        metrics_csv = output / "csv" / "metrics.csv"
+        if last is not None:
+            set_csv_log_aside(metrics_csv)
+        trainer = L.Trainer(
+            max_epochs=tc.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+            precision=precision, gradient_clip_val=tc.grad_clip or None, enable_checkpointing=False,
+            num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps_per_epoch)), default_root_dir=output,
+            logger=[CSVLogger(output, name="csv", version=""), TensorBoardLogger(output, name="tb", version="")],
+            callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed,
+                       SaveLast(output / "last.ckpt", metrics_csv)],
+            limit_train_batches=limit_train_batches, enable_model_summary=False,
+        )
+        # last.ckpt holds tensors and plain values only (see SaveLast), so it loads without pickle
+        trainer.fit(module, datamodule=dm, ckpt_path=last, weights_only=True)
+        if trainer.is_global_zero:
+            if not (output / "model").exists():  # no validation pass ran: keep the last weights
+                save_checkpoint(output / "model", model, tokenizer, config, meta)
+            add_ood_stats(output / "model", dm, trainer.strategy.root_device)
+            merge_csv_log(metrics_csv)
+            if metrics_csv.exists():
+                plot_loss_curve(metrics_csv, output / "loss_curve.png")
+        result = TrainResult(output / "model", monitor, save_best.best, save_best.best_epoch, trainer.current_epoch,
+                             speed.samples / max(speed.seconds, 1e-9))
+        atomic_write_text(output / "train_summary.json", json.dumps({k: str(v) if isinstance(v, Path) else v
+                                                                    for k, v in result.__dict__.items()}, indent=2))
+        return result
