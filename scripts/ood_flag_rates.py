@@ -3,12 +3,13 @@
     PYTHONPATH=src python scripts/ood_flag_rates.py --model runs/demo/run/model \
         --phantom runs/demo/phantom --real ../shared/data/iu_xray/smoke/images [--json out.json]
 
-Flag rates (a study is flagged when any view given is):
+Flag rates (a study is flagged when any view given is; an image's pooled features do not depend
+on its slot, so each image is encoded once and scored against either view's statistics):
   phantom val / test      the model's own kind of images, frontal + lateral as given
-  swapped views           phantom test studies with a lateral, the two views exchanged
-  real radiographs        every PNG under --real, alone in the frontal slot (and, separately, the lateral slot)
+  swapped views           phantom test frontals scored in the lateral slot, laterals in the frontal slot
+  real radiographs        every PNG under --real, in the frontal slot and in the lateral slot
   non-radiographs         generated here: photograph-like colour noise, a page of rendered text,
-                          a synthetic MRI-like slice, a flat grey frame (10 seeds each)
+                          a synthetic MRI-like slice, a flat grey frame (10 seeds each), in either slot
 Latency: one study through `ReportGenerator.generate` with the verdict and without (the same model, the
 scoring switched off), alternated, median of each; the ratio is what the check adds.
 """
@@ -29,11 +30,20 @@ from cxrgen.data.specs import load_studies
 from cxrgen.inference import ReportGenerator, pooled_features, study_images
 
 
-def rate(gen: ReportGenerator, pairs) -> tuple[float, int]:
-    feats, mask = pooled_features(gen.model, pairs)
+def study_rate(gen: ReportGenerator, feats: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+    """Share of studies with any view flagged: pooled features (n, 2, C) as given."""
     rows = gen.ood.verdicts(torch.from_numpy(feats), torch.from_numpy(mask))
-    flags = [any(v["flag"] for v in row) for row in rows]
-    return float(np.mean(flags)) if flags else float("nan"), len(flags)
+    return float(np.mean([any(v["flag"] for v in row) for row in rows])), len(rows)
+
+
+def slot_rate(gen: ReportGenerator, images: np.ndarray, slot: int) -> tuple[float, int]:
+    """Share of single images (n, C) flagged when given in `slot` (0 frontal, 1 lateral). An image's
+    pooled features do not depend on its slot, so each image is encoded once and scored per slot."""
+    feats = np.zeros((len(images), 2, images.shape[1]), np.float32)
+    feats[:, slot] = images
+    mask = np.zeros((len(images), 2), bool)
+    mask[:, slot] = True
+    return study_rate(gen, feats, mask)
 
 
 def photo(rng: np.random.Generator, side: int = 512) -> np.ndarray:
@@ -100,19 +110,24 @@ def main() -> None:
     size = gen.config.model.image_size
     out: dict = {"thresholds": {k: v.threshold for k, v in gen.ood.views.items()}}
     studies = load_studies(f"phantom:{args.phantom}")
+    feats = {}
     for split in ("val", "test"):
-        out[f"phantom {split}"] = rate(gen, study_images([s for s in studies if s.split == split], size))
-    test = [s for s in studies if s.split == "test" and s.lateral is not None]
-    out["phantom test, views swapped"] = rate(gen, ((lat, front) for front, lat in study_images(test, size)))
-    out["phantom test, lateral given as frontal only"] = rate(gen, ((lat, None) for _, lat in study_images(test, size)))
-    real = [load_image(p, size) for p in sorted(Path(args.real).glob("*.png"))]
-    out["real radiographs (frontal slot)"] = rate(gen, ((im, None) for im in real))
-    phantom_front = next(study_images(test, size))[0]
-    out["real radiographs (lateral slot, phantom frontal)"] = rate(gen, ((phantom_front, im) for im in real))
+        feats[split] = pooled_features(gen.model, study_images([s for s in studies if s.split == split], size))
+        out[f"phantom {split}"] = study_rate(gen, *feats[split])
+    x, m = feats["test"]
+    both = m.all(1)
+    out["phantom test frontals in the lateral slot"] = slot_rate(gen, x[both, 0], 1)
+    out["phantom test laterals in the frontal slot"] = slot_rate(gen, x[both, 1], 0)
+    real, _ = pooled_features(gen.model, ((load_image(p, size), None) for p in sorted(Path(args.real).glob("*.png"))))
+    out["real radiographs, frontal slot"] = slot_rate(gen, real[:, 0], 0)
+    out["real radiographs, lateral slot"] = slot_rate(gen, real[:, 0], 1)
     for name, make in (("photograph-like noise", photo), ("rendered text page", text_page),
                        ("MRI-like slice", mri_slice), ("flat grey frame", flat)):
         rng = np.random.default_rng(0)
-        out[name] = rate(gen, ((load_image(_png(make(rng)), size), None) for _ in range(10)))
+        synth, _ = pooled_features(gen.model, ((load_image(_png(make(rng)), size), None) for _ in range(10)))
+        out[f"{name}, frontal slot"] = slot_rate(gen, synth[:, 0], 0)
+        out[f"{name}, lateral slot"] = slot_rate(gen, synth[:, 0], 1)
+    test = [s for s in studies if s.split == "test" and s.lateral is not None]
     first = next(study_images(test, size))
     out["latency"] = latency(gen, *first, rounds=args.rounds)
     for k, v in out.items():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
 from cxrgen.checkpoint import load_checkpoint, save_checkpoint
@@ -32,7 +33,7 @@ from cxrgen.errors import UserError
 from cxrgen.inference import calibrate
 from cxrgen.io import atomic_write_text
 from cxrgen.models.generator import ReportModel
-from cxrgen.ood import DEFAULT_QUANTILE
+from cxrgen.ood import DEFAULT_QUANTILE, OODStats, pool
 from cxrgen.training.callbacks import MarginEarlyStopping, SaveBest, TrainThroughput
 from cxrgen.training.datamodule import ReportDataModule
 from cxrgen.training.hooks import hooks_from_config
@@ -117,12 +118,23 @@ def data_meta(spec: str | None, splits: dict[str, list[Study]]) -> dict:
 
 
 def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -> None:
-    """Training statistics for the OOD check (`cxrgen.ood`), from the saved model's own encoder
-    over the cached training and validation images."""
-    model = load_checkpoint(model_dir)[0]
+    """Training statistics for the OOD check (`cxrgen.ood`) from the training and validation images:
+    in frozen mode from the cached encoder features (the encoder never changed), else from the saved
+    model's own encoder over the cached images."""
     cache = ImageCache(dm.cache_path)
-    train, val = ((cache.get(sid) for sid in dm.datasets[split].ids) for split in ("train", "val"))
-    stats = calibrate(model, train, val, DEFAULT_QUANTILE, device=device)
+    if dm.features_path is not None:
+        feats = np.load(dm.features_path, mmap_mode="r")
+        row = {sid: i for i, sid in enumerate(dm.feature_ids)}
+
+        def pooled(split: str) -> tuple[np.ndarray, np.ndarray]:
+            ids = dm.datasets[split].ids
+            x = np.stack([pool(torch.from_numpy(np.array(feats[row[sid]]))[None])[0].numpy() for sid in ids])
+            return x, np.array([[True, cache.get(sid)[1] is not None] for sid in ids])
+
+        stats = OODStats.fit(*pooled("train"), *pooled("val"), DEFAULT_QUANTILE)
+    else:
+        train, val = ((cache.get(sid) for sid in dm.datasets[split].ids) for split in ("train", "val"))
+        stats = calibrate(load_checkpoint(model_dir)[0], train, val, DEFAULT_QUANTILE, device=device)
     stats.save(model_dir)
     for name, v in stats.meta()["views"].items():
         _logger.info("OOD check (%s): threshold %.2f, the validation 99th percentile of %d images",
