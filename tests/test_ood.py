@@ -98,3 +98,15 @@ def test_split_output_carries_the_verdict_and_counts_flags(calibrated, manifest,
     code, out, _ = run_cli(["generate", "--model", str(calibrated), "--data", f"manifest:{manifest}",
                             "--split", "train", "--output", str(out_path), "--refuse-ood"])
     assert code == 0 and len(out_path.read_text().splitlines()) == 10 - n_flagged
+
+
+def test_record_metrics_puts_the_eval_result_in_the_card(tmp_path):
+    d = make_tiny_checkpoint(tmp_path / "model")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"preds": {"BLEU-4": {"value": 0.123456, "ci_low": 0.1, "ci_high": 0.2}},
+                                   "best-constant": {"BLEU-4": {"value": 0.05}}}))
+    code, _, err = run_cli(["model", "record-metrics", "--model", str(d), "--metrics", str(metrics), "--system", "x"])
+    assert code == 2 and "has no system 'x' (it has: preds, best-constant)" in err
+    assert run_cli(["model", "record-metrics", "--model", str(d), "--metrics", str(metrics), "--system", "preds"])[0] == 0
+    assert model_card(read_meta(d))["test_metrics"] == {"split": "test", "BLEU-4": 0.1235}
+    ReportGenerator.from_pretrained(d)  # the folder still loads

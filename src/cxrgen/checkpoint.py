@@ -15,7 +15,7 @@ from typing import Any
 from safetensors.torch import load_model, save_model
 
 from cxrgen import __version__
-from cxrgen.io import atomic_dir, finish_interrupted_swap
+from cxrgen.io import atomic_dir, atomic_write_text, finish_interrupted_swap
 from cxrgen.config import Config
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
@@ -77,6 +77,13 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except ValueError as e:
         raise UserError(f"{path} is corrupt ({e}); retrain or copy the model folder again") from None
+
+
+def update_meta(directory: str | Path, **entries: Any) -> None:
+    """Add or replace top-level entries of a checkpoint's meta.json (atomically); the weights are untouched."""
+    meta = read_meta(directory)
+    meta.update(entries)
+    atomic_write_text(Path(directory) / "meta.json", json.dumps(meta, indent=2, default=str))
 
 
 def model_card(meta: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ without them still loads; its predictions carry no verdict (`ood` is None).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import torch
 from safetensors.numpy import load_file, save
 
 from cxrgen.errors import UserError
-from cxrgen.io import atomic_open, atomic_write_text
+from cxrgen.checkpoint import update_meta
+from cxrgen.io import atomic_open
 
 _logger = logging.getLogger(__name__)
 
@@ -130,9 +130,7 @@ class OODStats:
                    for name, s in self.views.items() for field in ("mean", "precision", "val_scores")}
         with atomic_open(model_dir / FILE, "wb") as f:
             f.write(save(tensors))
-        meta = json.loads((model_dir / "meta.json").read_text())
-        meta["ood"] = self.meta()
-        atomic_write_text(model_dir / "meta.json", json.dumps(meta, indent=2, default=str))
+        update_meta(model_dir, ood=self.meta())
 
     @classmethod
     def load(cls, model_dir: str | Path, meta: dict) -> OODStats | None:

@@ -1,4 +1,5 @@
-"""`cxrgen model`: what a checkpoint is (`card`) and its training statistics for the OOD check (`calibrate`)."""
+"""`cxrgen model`: what a checkpoint is (`card`, `record-metrics`) and its training statistics for the
+OOD check (`calibrate`)."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,23 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _record_metrics(args) -> int:
+    from cxrgen.checkpoint import update_meta
+
+    try:
+        systems = json.loads(open(args.metrics, encoding="utf-8").read())
+    except ValueError as e:
+        raise UserError(f"{args.metrics} is not a metrics.json of `cxrgen eval` ({e})") from None
+    if not isinstance(systems, dict) or args.system not in systems:
+        names = ", ".join(systems) if isinstance(systems, dict) else "none"
+        raise UserError(f"{args.metrics} has no system {args.system!r} (it has: {names})")
+    metrics = {name: round(float(m["value"]), 4) for name, m in systems[args.system].items()
+               if isinstance(m, dict) and isinstance(m.get("value"), (int, float))}
+    update_meta(args.model, test_metrics={"split": args.split, **metrics})
+    print(f"{len(metrics)} {args.split} metrics of {args.system} recorded in {args.model}/meta.json")
+    return 0
+
+
 def _card(args) -> int:
     from cxrgen.checkpoint import model_card, read_meta
 
@@ -50,6 +68,12 @@ def register(sub) -> None:
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     c.set_defaults(func=_calibrate)
+    r = cmds.add_parser("record-metrics", help="record a `cxrgen eval` result in the model card")
+    r.add_argument("--model", required=True, help="checkpoint directory")
+    r.add_argument("--metrics", required=True, help="metrics.json written by `cxrgen eval --output DIR`")
+    r.add_argument("--system", required=True, help="which system of it is this model (the predictions file's stem)")
+    r.add_argument("--split", default="test", help="the split it was evaluated on (default test)")
+    r.set_defaults(func=_record_metrics)
     k = cmds.add_parser("card", help="print what the model was trained on, when, and its OOD check (JSON)")
     k.add_argument("--model", required=True, help="checkpoint directory")
     k.set_defaults(func=_card)
