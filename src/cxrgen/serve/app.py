@@ -197,7 +197,8 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
 
     Args:
         generator: report generator; `generate_batch(frontals, laterals)` -> one dict per study
-            with "report", "probabilities" and "attention" ((h, w) array or None).
+            with "report", "probabilities", "attention" ((h, w) array or None) and optionally "ood"
+            (the verdicts of `cxrgen.ood`, one per view given, or None).
         simplifier: `simplify(report)` -> result with `.plain`, `.guard` and `.note`; default
             `cxrgen.simplify.simplify`.
         retriever: CLIP retrieval for similar training cases, or None (the page says it is unavailable).
