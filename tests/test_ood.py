@@ -57,6 +57,15 @@ def test_stats_survive_the_checkpoint_and_reach_every_prediction(calibrated, tin
     assert ReportGenerator.from_pretrained(tiny_model).generate(front)["ood"] is None
 
 
+def test_corrupt_statistics_are_one_line(calibrated, tmp_path):
+    import shutil
+
+    broken = shutil.copytree(calibrated, tmp_path / "model")
+    (broken / FILE).write_bytes(b"not safetensors")
+    code, out, err = run_cli(["generate", "--model", str(broken), "--image", "x.png"])
+    assert code == 2 and f"{broken / FILE} is corrupt" in err and "model calibrate" in err and "Traceback" not in err
+
+
 def test_generate_cli_prints_the_verdict_and_refuses_on_request(calibrated, tiny_model, tmp_path):
     front, _ = next(ramp_pairs(1, 6))
     Image.fromarray(front).save(tmp_path / "ok.png")

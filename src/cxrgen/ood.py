@@ -140,11 +140,15 @@ class OODStats:
             if entry:
                 _logger.warning("%s names OOD statistics but %s is missing: no OOD verdicts", model_dir, FILE)
             return None
-        tensors = load_file(str(path))
-        views = {name: ViewStats(tensors[f"{name}.mean"], tensors[f"{name}.precision"], tensors[f"{name}.val_scores"],
-                                 float(v["threshold"]), int(v["train_images"]))
-                 for name, v in entry["views"].items()}
-        return cls(views, float(entry["quantile"]))
+        try:
+            tensors = load_file(str(path))
+            views = {name: ViewStats(tensors[f"{name}.mean"], tensors[f"{name}.precision"],
+                                     tensors[f"{name}.val_scores"], float(v["threshold"]), int(v["train_images"]))
+                     for name, v in entry["views"].items()}
+            return cls(views, float(entry["quantile"]))
+        except Exception as e:  # a truncated file, a missing key: the folder's statistics, not its weights
+            raise UserError(f"{path} is corrupt ({' '.join(str(e).split())[:200]}); delete it and run "
+                            f"`cxrgen model calibrate --model {model_dir} --data SPEC`") from None
 
 
 def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:

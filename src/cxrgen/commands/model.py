@@ -13,6 +13,8 @@ def _calibrate(args) -> int:
     from cxrgen.data.specs import load_studies
     from cxrgen.inference import calibrate, study_images
 
+    if not 0 < args.quantile < 1:  # before minutes of encoding
+        raise UserError(f"--quantile must be between 0 and 1, got {args.quantile}")
     model, _, config, _ = load_checkpoint(args.model)
     studies = load_studies(args.data)
     assign_splits(studies)  # the same split training used for studies without one
