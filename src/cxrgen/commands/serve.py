@@ -106,7 +106,7 @@ def run(args) -> int:
     elif not loopback:
         _logger.warning("--insecure-no-auth: NO access token, so anyone who can reach %s:%d can upload images "
                         "and read drafts; the output is a research draft, not a diagnosis", args.host, args.port)
-    if generator.ood is None:
+    if not (getattr(generator, "meta", None) or {}).get("ood"):
         from cxrgen.ood import NO_STATS
 
         _logger.warning("no OOD verdicts: %s", NO_STATS)

@@ -121,6 +121,18 @@ def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -
     """Training statistics for the OOD check (`cxrgen.ood`) from the training and validation images:
     in frozen mode from the cached encoder features (the encoder never changed), else from the saved
     model's own encoder over the cached images."""
+    try:
+        stats = _fit_ood_stats(model_dir, dm, device)
+    except UserError as e:  # a tiny data set: the model is still good to use, without the check
+        _logger.warning("no OOD statistics: %s; the model's drafts carry no verdict", e)
+        return
+    stats.save(model_dir)
+    for name, v in stats.meta()["views"].items():
+        _logger.info("OOD check (%s): threshold %.2f, the validation 99th percentile of %d images",
+                     name, v["threshold"], v["val_images"])
+
+
+def _fit_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -> OODStats:
     cache = ImageCache(dm.cache_path)
     if dm.features_path is not None:
         feats = np.load(dm.features_path, mmap_mode="r")
@@ -131,14 +143,9 @@ def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -
             x = np.stack([pool(torch.from_numpy(np.array(feats[row[sid]]))[None])[0].numpy() for sid in ids])
             return x, np.array([[True, cache.get(sid)[1] is not None] for sid in ids])
 
-        stats = OODStats.fit(*pooled("train"), *pooled("val"), DEFAULT_QUANTILE)
-    else:
-        train, val = ((cache.get(sid) for sid in dm.datasets[split].ids) for split in ("train", "val"))
-        stats = calibrate(load_checkpoint(model_dir)[0], train, val, DEFAULT_QUANTILE, device=device)
-    stats.save(model_dir)
-    for name, v in stats.meta()["views"].items():
-        _logger.info("OOD check (%s): threshold %.2f, the validation 99th percentile of %d images",
-                     name, v["threshold"], v["val_images"])
+        return OODStats.fit(*pooled("train"), *pooled("val"), DEFAULT_QUANTILE)
+    train, val = ((cache.get(sid) for sid in dm.datasets[split].ids) for split in ("train", "val"))
+    return calibrate(load_checkpoint(model_dir)[0], train, val, DEFAULT_QUANTILE, device=device)
 
 
 @contextmanager
