@@ -50,6 +50,10 @@ def page():
         browser.close()
 
 
+# Waits use locators, never wait_for_function with a string: when its condition is not yet true,
+# Playwright polls it through eval, which the page's Content-Security-Policy forbids.
+
+
 def enter_token(page, token: str) -> None:
     """Type the token into the page's field once it asks for it."""
     page.wait_for_selector("#token-form:not([hidden])", timeout=30_000)
@@ -68,18 +72,18 @@ def test_upload_shows_every_section(server, page, shared_iu, tmp_path):
 
     # The API answered 401, so the page asks for the token: a wrong one is refused, the right one kept.
     enter_token(page, "not-the-token-" + "x" * 30)
-    page.wait_for_function("document.querySelector('#token-status').textContent.includes('not accepted')")
+    page.locator("#token-status", has_text="not accepted").wait_for(timeout=30_000)
     assert "kept for this tab only" in page.locator("#token-note").inner_text().lower()
     enter_token(page, TOKEN)
     page.wait_for_selector("#token-form", state="hidden", timeout=30_000)
     assert "model tiny-random" in page.locator("#server").inner_text()
-    page.wait_for_function("document.querySelector('#model-card').textContent.includes('image check on')")
+    page.locator("#model-card", has_text="image check on").wait_for(timeout=30_000)
     assert "Trained on unrecorded data · date not recorded · test metrics: not recorded" in \
         page.locator("#model-card").inner_text()
     assert page.evaluate("sessionStorage.getItem('cxrgen-token')") == TOKEN
     assert page.evaluate("document.cookie") == "" and TOKEN not in page.url
     page.reload()  # the same tab keeps it: no second question
-    page.wait_for_function("document.querySelector('#server').textContent.includes('tiny-random')")
+    page.locator("#server", has_text="tiny-random").wait_for(timeout=30_000)
     assert page.locator("#token-form").is_hidden()
 
     assert page.locator("#submit").is_disabled()
