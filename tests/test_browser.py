@@ -16,7 +16,7 @@ from cxrgen.labeler import CONDITIONS
 from cxrgen.inference import ReportGenerator
 from cxrgen.serve import create_app
 from cxrgen.serve.similar import SimilarCases
-from cxrgen.testing import StandInClip, serving, similar_case_studies
+from cxrgen.testing import StandInClip, make_calibrated_checkpoint, serving, similar_case_studies
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -30,10 +30,11 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model):
-    """A tiny real checkpoint (random weights) and similar-case search with a keyword stand-in CLIP,
-    served with an access token by uvicorn on a loopback port in a background thread."""
-    generator = ReportGenerator.from_pretrained(tiny_model)
+def server(tmp_path_factory):
+    """A tiny real checkpoint (random weights, OOD statistics from synthetic ramps, so a real X-ray is
+    flagged) and similar-case search with a keyword stand-in CLIP, served with an access token by
+    uvicorn on a loopback port in a background thread."""
+    generator = ReportGenerator.from_pretrained(make_calibrated_checkpoint(tmp_path_factory.mktemp("m") / "tiny"))
     app = create_app(generator, retriever=SimilarCases(StandInClip(), similar_case_studies()), model_name="tiny-random",
                      tokens=[TOKEN])
     with serving(app) as port:
@@ -47,6 +48,10 @@ def page():
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield browser.new_page(viewport={"width": 1280, "height": 900})
         browser.close()
+
+
+# Waits use locators, never wait_for_function with a string: when its condition is not yet true,
+# Playwright polls it through eval, which the page's Content-Security-Policy forbids.
 
 
 def enter_token(page, token: str) -> None:
@@ -67,15 +72,18 @@ def test_upload_shows_every_section(server, page, shared_iu, tmp_path):
 
     # The API answered 401, so the page asks for the token: a wrong one is refused, the right one kept.
     enter_token(page, "not-the-token-" + "x" * 30)
-    page.wait_for_function("document.querySelector('#token-status').textContent.includes('not accepted')")
+    page.locator("#token-status", has_text="not accepted").wait_for(timeout=30_000)
     assert "kept for this tab only" in page.locator("#token-note").inner_text().lower()
     enter_token(page, TOKEN)
     page.wait_for_selector("#token-form", state="hidden", timeout=30_000)
     assert "model tiny-random" in page.locator("#server").inner_text()
+    page.locator("#model-card", has_text="image check on").wait_for(timeout=30_000)
+    assert "Trained on unrecorded data · date not recorded · test metrics: not recorded" in \
+        page.locator("#model-card").inner_text()
     assert page.evaluate("sessionStorage.getItem('cxrgen-token')") == TOKEN
     assert page.evaluate("document.cookie") == "" and TOKEN not in page.url
     page.reload()  # the same tab keeps it: no second question
-    page.wait_for_function("document.querySelector('#server').textContent.includes('tiny-random')")
+    page.locator("#server", has_text="tiny-random").wait_for(timeout=30_000)
     assert page.locator("#token-form").is_hidden()
 
     assert page.locator("#submit").is_disabled()
@@ -92,6 +100,11 @@ def test_upload_shows_every_section(server, page, shared_iu, tmp_path):
     for img in ("#frontal-img", "#heatmap", "#lateral-img"):  # decoded, not broken
         assert page.eval_on_selector(img, "i => i.complete && i.naturalWidth > 0"), img
     assert "Done" in page.locator("#status").inner_text()
+    # the model was "trained" on synthetic ramps: a real radiograph is unlike them, and the page says so
+    assert page.locator("#ood-banner").is_visible() and page.locator("#ood-none").is_hidden()
+    assert "unlike the images this model was trained on; the draft is not meaningful" in \
+        page.locator("#ood-banner").inner_text()
+    assert "frontal view: score" in page.locator("#ood-detail").inner_text()
     assert not errors, errors
     shot = SCREENSHOT if os.environ.get("CXRGEN_SCREENSHOT") == "1" else tmp_path / SCREENSHOT.name
     page.screenshot(path=str(shot), full_page=True)

@@ -283,3 +283,32 @@ def test_report_includes_similar_cases(generator):
         assert c.get("/v1/info").json()["clip"] is True
         cases = post(c, frontal=png(value=240)).json()["similar_cases"]
     assert len(cases) == 3 and cases[0]["report"] == "Small left pleural effusion."
+
+
+def test_every_report_carries_the_ood_verdict_and_refuse_ood_answers_422(generator):
+    """The stand-in flags a view whose pixel spread is high: noise is flagged, a flat image is not."""
+    with TestClient(create_app(generator, model_name="stand-in")) as c:
+        ok = post(c, frontal=png(value=220), lateral=png(value=100))
+        assert ok.status_code == 200 and [v["view"] for v in ok.json()["ood"]] == ["frontal", "lateral"]
+        assert not any(v["flag"] for v in ok.json()["ood"])
+        noisy = post(c, frontal=png(noise=True))
+        assert noisy.status_code == 200 and noisy.json()["ood"][0]["flag"] and noisy.json()["report"]
+    with TestClient(create_app(generator, model_name="stand-in", refuse_ood=True)) as c:
+        assert post(c, frontal=png(value=220)).status_code == 200
+        r = post(c, frontal=png(noise=True))
+        assert r.status_code == 422 and r.json()["detail"].startswith(
+            "This image is unlike the images this model was trained on") and "frontal view" in r.json()["detail"]
+
+
+def test_model_card(generator, tiny_model):
+    from cxrgen.inference import ReportGenerator
+
+    with TestClient(create_app(generator, model_name="stand-in")) as c:
+        card = c.get("/v1/model").json()
+    assert card["model"] == "stand-in" and card["data"]["phantom"] is True and card["trained_at"] == "2026-01-01"
+    assert card["ood_check"]["thresholds"] == {"frontal": 4.0, "lateral": 4.0}
+    # a checkpoint from before the card: every fact it does not record is null, and no OOD check
+    with TestClient(create_app(ReportGenerator.from_pretrained(tiny_model), model_name="old")) as c:
+        card = c.get("/v1/model").json()
+        assert post(c, frontal=png(width=128, height=128, value=200)).json()["ood"] is None
+    assert card["ood_check"] is None and card["data"]["layout"] is None and card["cxrgen_version"] == "0.1.0"

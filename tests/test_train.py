@@ -45,6 +45,23 @@ def test_run_folder_has_checkpoint_logs_and_curve(run):
     assert summary["epochs_run"] == 2 and summary["best_metric"] == "val/cider"
     meta = json.loads((run / "model" / "meta.json").read_text())
     assert meta["seed"] == 42 and meta["train_studies"] == 10
+    # the model card's facts and the OOD check's training statistics (10 training frontals: enough for that view)
+    assert meta["data"] == {"layout": "manifest", "phantom": False, "studies": {"train": 10, "val": 3, "test": 3}}
+    assert meta["trained_at"] and meta["ood"]["views"]["frontal"]["train_images"] == 10
+    assert (run / "model" / "ood.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_training_statistics_match_a_fresh_calibration(run, manifest, tmp_path):
+    """Training takes the OOD statistics from the cached (float16) features; `cxrgen model calibrate`
+    runs the encoder again over the images: the thresholds agree."""
+    import shutil
+
+    copy = shutil.copytree(run / "model", tmp_path / "model")
+    assert main(["model", "calibrate", "--model", str(copy), "--data", f"manifest:{manifest}"]) == 0
+    trained = json.loads((run / "model" / "meta.json").read_text())["ood"]["views"]["frontal"]["threshold"]
+    fresh = json.loads((copy / "meta.json").read_text())["ood"]["views"]["frontal"]["threshold"]
+    assert fresh == pytest.approx(trained, rel=1e-2)
     assert not list(run.glob(".model.*"))  # no temporary directories left behind
 
 
@@ -128,13 +145,15 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
                  "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) >= {"report", "probabilities", "calls", "attention", "disclaimer"}
+    assert set(out) >= {"report", "probabilities", "calls", "attention", "ood", "disclaimer"}
+    assert [v["view"] for v in out["ood"]] == ["frontal", "lateral"]  # no lateral statistics (6 training laterals)
+    assert out["ood"][1] == {"view": "lateral", "score": None, "threshold": None, "flag": False}
     assert set(out["calls"]) <= set(out["probabilities"])
     preds = tmp_path / "preds.jsonl"
     assert main(["generate", "--model", str(run / "model"), "--data", f"manifest:{manifest}", "--split", "test",
                  "--output", str(preds), "--beam", "2", "--length-penalty", "2.0"]) == 0
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report", "calls"} for r in rows)
+    assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report", "calls", "ood"} for r in rows)
 
 
 @pytest.mark.slow

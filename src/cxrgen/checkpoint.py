@@ -15,7 +15,7 @@ from typing import Any
 from safetensors.torch import load_model, save_model
 
 from cxrgen import __version__
-from cxrgen.io import atomic_dir, finish_interrupted_swap
+from cxrgen.io import atomic_dir, atomic_write_text, finish_interrupted_swap
 from cxrgen.config import Config
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
@@ -66,3 +66,40 @@ def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer
         raise UserError(f"{directory} does not fit this cxrgen {__version__} (written by {written_by}: "
                         f"{reason}); use the cxrgen version that wrote it, or retrain") from e
     return model.eval(), tokenizer, config, meta
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """meta.json of a checkpoint folder, without loading the weights."""
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        raise UserError(f"{directory} is not a cxrgen checkpoint (missing meta.json)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(f"{path} is corrupt ({e}); retrain or copy the model folder again") from None
+
+
+def update_meta(directory: str | Path, **entries: Any) -> None:
+    """Add or replace top-level entries of a checkpoint's meta.json (atomically); the weights are untouched."""
+    meta = read_meta(directory)
+    meta.update(entries)
+    atomic_write_text(Path(directory) / "meta.json", json.dumps(meta, indent=2, default=str))
+
+
+def model_card(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the model is, from its meta.json: the training data (layout, phantom or real, studies per
+    split), when it was trained, test metrics if recorded, and its OOD check. A field the checkpoint
+    does not record is None (older checkpoints record less)."""
+    data = meta.get("data") or {}
+    studies = data.get("studies") or {k: meta.get(f"{k}_studies") for k in ("train", "val")}
+    ood = meta.get("ood")
+    return {
+        "data": {"layout": data.get("layout"), "phantom": data.get("phantom"),
+                 "studies": {k: studies.get(k) for k in ("train", "val", "test")}},
+        "trained_at": meta.get("trained_at"),
+        "test_metrics": meta.get("test_metrics"),
+        "ood_check": None if not ood else {
+            "quantile": ood.get("quantile"),
+            "thresholds": {view: v.get("threshold") for view, v in (ood.get("views") or {}).items()}},
+        "cxrgen_version": meta.get("cxrgen_version"),
+    }

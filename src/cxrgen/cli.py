@@ -25,6 +25,7 @@ COMMANDS = [
     "cxrgen.commands.simplify",  # simplify: plain-language reports behind a consistency guard
     "cxrgen.commands.train",  # train: fit a report generator from a YAML config
     "cxrgen.commands.generate",  # generate: reports for one study or a dataset split
+    "cxrgen.commands.model",  # model: card and OOD training statistics of a checkpoint
     "cxrgen.commands.clip",  # clip: train/eval/probe the chest X-ray CLIP, retrieval baseline
     "cxrgen.commands.experiment",  # experiment: multi-seed CLIP ablation from a YAML file
 ]

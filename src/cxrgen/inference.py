@@ -3,13 +3,15 @@
 `ReportGenerator` wraps a model with its tokenizer and config (numpy images in; report, finding
 probabilities and attention map out): the web server and `cxrgen generate --image` call it.
 `generate_for_studies` is the one loop from `Study` records to reports, with the unreadable-image
-skip and a progress bar, for every caller that writes reports for a dataset.
+skip and a progress bar, for every caller that writes reports for a dataset. Every result carries
+the out-of-distribution verdict of `cxrgen.ood` (None for a checkpoint without training statistics);
+`pooled_features` and `study_images` feed `OODStats.fit` when statistics are computed.
 """
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from cxrgen.data.studies import Study
 from cxrgen.decoding import generate
 from cxrgen.labeler import CONDITIONS, label_many
 from cxrgen.models.generator import ReportModel
+from cxrgen.ood import OODStats, pool
 
 _logger = logging.getLogger(__name__)
 
@@ -65,16 +68,19 @@ def rerank_by_calls(texts: list[str], candidates: list, calls: np.ndarray):
 class ReportGenerator:
     """Inference wrapper: numpy images in, report + finding probabilities + attention map out."""
 
-    def __init__(self, model: ReportModel, tokenizer, config: Config, device: str | torch.device = "cpu"):
+    def __init__(self, model: ReportModel, tokenizer, config: Config, device: str | torch.device = "cpu",
+                 ood: OODStats | None = None, meta: dict | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
         self.device = torch.device(device)
+        self.ood = ood  # None: results carry "ood": None (no verdict)
+        self.meta = meta or {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
-        model, tokenizer, config, _ = load_checkpoint(directory)
-        return cls(model, tokenizer, config, device)
+        model, tokenizer, config, meta = load_checkpoint(directory)
+        return cls(model, tokenizer, config, device, OODStats.load(directory, meta), meta)
 
     @torch.inference_mode()  # not just no_grad: skipping autograd's version counters makes one beam-3 report 1.3x faster
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
@@ -82,15 +88,19 @@ class ReportGenerator:
                        length_penalty: float | None = None, rerank: bool | None = None,
                        return_attention: bool = True) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
-        "attention": (h, w) array or None}.
+        "attention": (h, w) array or None, "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
 
         `calls` are the conditions the classifier calls present at its tuned thresholds (what the
         decoder's label states say). The attention map is the last decoder layer's cross-attention over the frontal view's
-        patches, averaged over heads and generated tokens, scaled to max 1.
+        patches, averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per
+        view given (frontal first), None when the checkpoint has no training statistics.
         """
         laterals = laterals if laterals is not None else [None] * len(frontals)
         images, view_mask = views_to_tensor(frontals, laterals, self.config.model.image_size)
-        memory = self.model.encode(images.to(self.device), view_mask.to(self.device))
+        images, view_mask = images.to(self.device), view_mask.to(self.device)
+        tokens = self.model.encode_views(images, view_mask)
+        memory = self.model.memory_from_features(tokens, view_mask)
+        verdicts = self.ood.verdicts(pool(tokens), view_mask) if self.ood is not None else None
         dc = self.config.decode
         out = generate(self.model.decoder, memory, self.tokenizer.bos_id, self.tokenizer.eos_id,
                        beam_size=beam_size or dc.beam_size, max_len=max_len or dc.max_len,
@@ -112,7 +122,7 @@ class ReportGenerator:
             results.append({"report": self.tokenizer.decode(ids),
                             "probabilities": {c: float(p) for c, p in zip(CONDITIONS, probs[i])},
                             "calls": [c for c, on in zip(CONDITIONS, called[i]) if on],
-                            "attention": att})
+                            "attention": att, "ood": verdicts[i] if verdicts is not None else None})
         return results
 
     def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:
@@ -145,3 +155,53 @@ def generate_for_studies(gen: ReportGenerator, studies: list[Study], batch_size:
             for s in chunk:
                 yield s, next(results) if s.id in ok else None
             bar.update(len(chunk))
+
+
+@torch.inference_mode()
+def pooled_features(model: ReportModel, pairs: Iterable[tuple[np.ndarray, np.ndarray | None]], batch_size: int = 32,
+                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(frontal, lateral or None) uint8 images -> each view's pooled encoder features (n, 2, C) float32
+    (what `cxrgen.ood` scores) and the view mask (n, 2)."""
+    model = model.to(device).eval()
+    feats, masks, batch = [], [], []
+
+    def flush() -> None:
+        images, mask = views_to_tensor([f for f, _ in batch], [lat for _, lat in batch], model.cfg.image_size)
+        feats.append(pool(model.encode_views(images.to(device), mask.to(device))).cpu().numpy())
+        masks.append(mask.numpy())
+        batch.clear()
+
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if not feats:
+        return np.zeros((0, 2, 0), np.float32), np.zeros((0, 2), bool)
+    return np.concatenate(feats), np.concatenate(masks)
+
+
+def study_images(studies: list[Study], size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(frontal, lateral or None) of each study whose frontal decodes, with a progress bar; a study
+    whose frontal cannot be read is left out, an unreadable lateral counts as absent."""
+    for s in tqdm(studies, desc="encoding images", unit="study", disable=None):
+        try:
+            if s.frontal is None or s.frontal.path is None:
+                continue
+            front = load_image(s.frontal.path, size)
+        except ImageError:
+            continue
+        try:
+            lat = load_image(s.lateral.path, size) if s.lateral is not None and s.lateral.path else None
+        except ImageError:
+            lat = None
+        yield front, lat
+
+
+def calibrate(model: ReportModel, train: Iterable, val: Iterable, quantile: float, batch_size: int = 32,
+              device: str | torch.device = "cpu") -> OODStats:
+    """Training statistics from the training and validation images ((frontal, lateral) pairs)."""
+    xt, mt = pooled_features(model, train, batch_size, device)
+    xv, mv = pooled_features(model, val, batch_size, device)
+    return OODStats.fit(xt, mt, xv, mv, quantile)

@@ -86,6 +86,26 @@ def make_tiny_checkpoint(directory: Path) -> Path:
     return save_checkpoint(directory, ReportModel(cfg.model, len(tok), pretrained=False), tok, cfg)
 
 
+def ramp_pairs(n: int, seed: int, side: int = 128) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`n` (frontal, lateral) uint8 pairs: a smooth ramp with mild noise, and its transpose."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 1, side)[None, :] * np.linspace(0.5, 1, side)[:, None]
+    for _ in range(n):
+        base = (ramp * 200 + rng.normal(0, 4, (side, side))).clip(0, 255).astype(np.uint8)
+        yield base, base.T.copy()
+
+
+def make_calibrated_checkpoint(directory: Path) -> Path:
+    """`make_tiny_checkpoint` with OOD statistics fitted on ramp images (40 training, 20 validation
+    pairs): another ramp passes, noise, a real radiograph or a frontal in the lateral slot is flagged."""
+    from cxrgen.checkpoint import load_checkpoint
+    from cxrgen.inference import calibrate
+
+    directory = make_tiny_checkpoint(directory)
+    calibrate(load_checkpoint(directory)[0], ramp_pairs(40, 0), ramp_pairs(20, 1), 0.99).save(directory)
+    return directory
+
+
 def random_model(directory: Path, size: str) -> Path:
     """The default config ("default") or SERVE_CONFIG ("tiny") with random weights and the IU
     training reports' vocabulary, saved as a checkpoint (what the benches serve)."""
@@ -140,13 +160,18 @@ def tiny_training_overrides() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 class StandInGenerator:
-    """Report and probabilities from image brightness; attention = the image on an 8x8 grid.
+    """Report and probabilities from image brightness; attention = the image on an 8x8 grid; the OOD
+    verdict flags a view whose pixel spread (std / 8) is above 4 (noise is, a flat image is not).
 
     Set `fail = True` to make the next calls raise; `batches` records each call's batch size."""
 
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.fail = False
+        self.meta = {"data": {"layout": "phantom", "phantom": True, "studies": {"train": 10, "val": 3, "test": 3}},
+                     "trained_at": "2026-01-01", "test_metrics": {"bleu4": 0.1},
+                     "ood": {"quantile": 0.99, "views": {"frontal": {"threshold": 4.0}, "lateral": {"threshold": 4.0}}},
+                     "cxrgen_version": "0.1.0"}
 
     def generate_batch(self, frontals, laterals):
         from cxrgen.labeler import CONDITIONS
@@ -161,7 +186,10 @@ class StandInGenerator:
                 "The lungs are clear. No pleural effusion or pneumothorax."
             outs.append({"report": report + (" Lateral view seen." if lat is not None else ""),
                          "probabilities": {c: mean * (i + 1) / len(CONDITIONS) for i, c in enumerate(CONDITIONS)},
-                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32)})
+                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32),
+                         "ood": [{"view": view, "score": round(float(im.std()) / 8, 4), "threshold": 4.0,
+                                  "flag": float(im.std()) / 8 > 4.0}
+                                 for view, im in (("frontal", f), ("lateral", lat)) if im is not None]})
         return outs
 
 

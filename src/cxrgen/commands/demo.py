@@ -1,8 +1,8 @@
 """`cxrgen demo`: the main job end to end on the built-in default data.
 
 phantom IU X-ray (drawn from the 3,955 real reports) -> train the default model (frozen encoder,
-cached features) -> generate for R2Gen's test split -> evaluate beside the trivial baselines ->
-a results page. Each stage is the same CLI command a user would run; a finished stage is reused,
+cached features) -> generate for R2Gen's test split -> evaluate beside the trivial baselines (the
+model's test metrics go into its card) -> a results page. Each stage is the same CLI command a user would run; a finished stage is reused,
 so an interrupted demo resumes.
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ def set_stale_run_aside(run: Path, config_path: str, epochs: int | None) -> None
 
 
 def _demo(args) -> int:
+    from cxrgen.checkpoint import read_meta
     from cxrgen.evaluate.results_page import write_results_page
 
     out = Path(args.out)
@@ -60,11 +61,15 @@ def _demo(args) -> int:
         cmd = ["train", "--config", args.config, "--data", f"phantom:{phantom}", "--output", str(run)]
         cmd += ["--resume"] if (run / "last.ckpt").exists() else []
         _run(cmd + (["--epochs", str(args.epochs)] if args.epochs else []))
+    if "ood" not in read_meta(run / "model"):  # a model trained before training wrote the statistics
+        _run(["model", "calibrate", "--model", str(run / "model"), "--data", f"phantom:{phantom}"])
     if not preds.exists():
         _run(["generate", "--model", str(run / "model"), "--data", f"phantom:{phantom}", "--split", "test",
               "--output", str(preds)])
     _run(["eval", "--predictions", str(preds), "--dataset", f"phantom:{phantom}", "--split", "test",
           "--output", str(evaluation), "--with-baselines"])
+    _run(["model", "record-metrics", "--model", str(run / "model"), "--metrics", str(evaluation / "metrics.json"),
+          "--system", preds.stem])
     page = write_results_page(out, phantom, run, preds, evaluation)
     print(f"\nDemo finished in {time.time() - start:.0f} s. Results page: {page}")
     print("Research prototype: the reports are drafts, not diagnoses.")

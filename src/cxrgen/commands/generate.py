@@ -6,6 +6,17 @@ import json
 
 from cxrgen.errors import UserError
 
+UNLIKE = "This image is unlike the images this model was trained on; the draft is not meaningful"
+
+
+def flagged(ood: list[dict] | None) -> list[dict]:
+    """The views whose OOD verdict is a flag (none when there is no verdict)."""
+    return [v for v in ood or [] if v["flag"]]
+
+
+def why(views: list[dict]) -> str:
+    return ", ".join(f"{v['view']} score {v['score']:.1f} > threshold {v['threshold']:.1f}" for v in views)
+
 
 def _single(gen, args, decode: dict) -> int:
     from cxrgen import DISCLAIMER
@@ -17,11 +28,20 @@ def _single(gen, args, decode: dict) -> int:
     except ImageError as e:
         raise UserError(str(e)) from None
     out = gen.generate(frontal, lateral, **decode)
+    bad = flagged(out["ood"])
+    if bad and args.refuse_ood:
+        raise UserError(f"{UNLIKE} ({why(bad)}); no draft written (--refuse-ood)")
     if args.json:
         out["attention"] = None if out["attention"] is None else out["attention"].round(4).tolist()
         print(json.dumps({**out, "disclaimer": DISCLAIMER}, indent=2))
     else:
+        if bad:
+            print(f"WARNING: {UNLIKE} ({why(bad)}).\n")
         print(out["report"])
+        if out["ood"] is None:
+            from cxrgen.ood import NO_STATS
+
+            print(f"\n(Note: {NO_STATS}.)")
         print(f"\n({DISCLAIMER})")
     return 0
 
@@ -36,18 +56,29 @@ def _split(gen, args, decode: dict) -> int:
     studies = [s for s in load_studies(args.data, args.split) if s.frontal is not None and s.frontal.path]
     if not studies:
         raise UserError(f"no studies with a frontal image in {args.data} (split {args.split})")
-    skipped = []
+    skipped, unlike = [], []
 
     def rows():
         for s, out in generate_for_studies(gen, studies, args.batch_size, **decode):
             if out is None:
                 skipped.append(s.id)
-            else:
-                yield {"id": s.id, "report": out["report"], "calls": out["calls"]}
+                continue
+            if flagged(out["ood"]):
+                unlike.append(s.id)
+                if args.refuse_ood:
+                    continue
+            yield {"id": s.id, "report": out["report"], "calls": out["calls"], "ood": out["ood"]}
 
     written = write_jsonl(args.output, rows())
     print(f"{written} predictions written to {args.output}"
           + (f" ({len(skipped)} studies skipped: unreadable image)" if skipped else ""))
+    if gen.ood is None:
+        from cxrgen.ood import NO_STATS
+
+        print(f"no OOD verdicts: {NO_STATS}")
+    else:
+        print(f"{len(unlike)} of {len(studies) - len(skipped)} studies flagged as unlike the training images"
+              + (" (left out: --refuse-ood)" if args.refuse_ood and unlike else ""))
     return 0
 
 
@@ -92,7 +123,7 @@ def register(sub) -> None:
     p.add_argument("--image", help="frontal image (PNG, JPEG or DICOM)")
     p.add_argument("--lateral", help="lateral image of the same study (optional)")
     p.add_argument("--json", action="store_true", help="print report, finding probabilities and attention as JSON")
-    p.add_argument("--data", help="dataset spec, e.g. phantom:DIR; writes JSONL {id, report}")
+    p.add_argument("--data", help="dataset spec, e.g. phantom:DIR; writes JSONL {id, report, calls, ood}")
     p.add_argument("--split", default="test", help="split of --data (default test)")
     p.add_argument("--output", help="predictions JSONL path (with --data)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -102,5 +133,8 @@ def register(sub) -> None:
                    help="beam search ranks by log p / length ** this (default from the model's config)")
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the beam whose findings agree best with the classifier's calls (default from the model's config)")
+    p.add_argument("--refuse-ood", action="store_true",
+                   help="write no draft for an image unlike the model's training images (exit 2 for --image; "
+                        "left out of --output for --data); by default it gets its draft and a warning")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=_generate)

@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--capacity", type=int, default=32, help="requests held at once by the whole server; "
                                                             "more get 503 (default 32)")
     p.add_argument("--batch", type=int, default=8, help="studies per model call (default 8)")
+    p.add_argument("--refuse-ood", action="store_true",
+                   help="answer 422 instead of a draft when an image is unlike the model's training images "
+                        "(default: the draft, with the verdict and a red banner)")
     p.set_defaults(func=run)
 
 
@@ -94,7 +97,7 @@ def run(args) -> int:
     generator, retriever = load_services(args.model, args.clip)
     app = create_app(generator, retriever=retriever, model_name=str(args.model), max_upload_mb=args.max_upload_mb,
                      max_pixels=args.max_pixels, capacity=args.capacity, max_batch=args.batch, tokens=tokens,
-                     cors_origins=origins)
+                     cors_origins=origins, refuse_ood=args.refuse_ood)
     where = "loopback only: this machine can reach it, others cannot" if loopback else "reachable from other machines"
     _logger.info("serving on http://%s:%d (%s)", args.host, args.port, where)
     if tokens:
@@ -103,6 +106,10 @@ def run(args) -> int:
     elif not loopback:
         _logger.warning("--insecure-no-auth: NO access token, so anyone who can reach %s:%d can upload images "
                         "and read drafts; the output is a research draft, not a diagnosis", args.host, args.port)
+    if not (getattr(generator, "meta", None) or {}).get("ood"):
+        from cxrgen.ood import NO_STATS
+
+        _logger.warning("no OOD verdicts: %s", NO_STATS)
     for origin in origins:
         _logger.info("CORS: pages from %s may call the API", origin)
     # The access log holds client address, method, path and status: never headers (so no token),

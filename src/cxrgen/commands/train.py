@@ -23,7 +23,8 @@ def _train(args) -> int:
     studies = load_studies(args.data)
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     result = fit(config, studies, output, cache_dir=args.cache_dir, accelerator=args.accelerator,
-                 devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, resume=args.resume)
+                 devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, resume=args.resume,
+                 data=args.data)
     best = "n/a" if result.best_value is None else f"{result.best_value:.4f} (epoch {result.best_epoch})"
     print(f"best {result.best_metric}: {best}; {result.epochs_run} epoch(s), "
           f"{result.train_samples_per_s:.1f} training samples/s")

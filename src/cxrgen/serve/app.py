@@ -1,4 +1,5 @@
-"""The FastAPI app: the page, `POST /v1/reports`, `POST /v1/simplify`, `GET /v1/info`, `GET /healthz`.
+"""The FastAPI app: the page, `POST /v1/reports`, `POST /v1/simplify`, `GET /v1/info`, `GET /v1/model`,
+`GET /healthz`.
 
 The model, the simplifier and the optional CLIP retriever are built by the caller and
 injected into `create_app`, so tests can serve a tiny checkpoint and the CLI loads each
@@ -12,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cxrgen import DISCLAIMER, __version__
+from cxrgen.checkpoint import model_card
 from cxrgen.data.images import DEFAULT_MAX_PIXELS
 from cxrgen.serve import render
 from cxrgen.serve.guard import UNAUTHORIZED, Guard
@@ -33,6 +35,7 @@ from cxrgen.serve.worker import BatchWorker, Busy, Result
 
 STATIC = resources.files("cxrgen.serve") / "static"
 N_SIMILAR = 3
+UNLIKE = "This image is unlike the images this model was trained on; the draft is not meaningful"
 
 
 class Generator(Protocol):
@@ -68,6 +71,15 @@ class Timing(BaseModel):
     total_ms: float
 
 
+class OODVerdict(BaseModel):
+    view: Literal["frontal", "lateral"]
+    score: float | None = Field(description="distance of the image's encoder features from the training images' "
+                                            "(Mahalanobis); null when the model has no statistics for this view")
+    threshold: float | None = Field(description="scores above it are flagged: a quantile (default the 99th "
+                                                "percentile) of the validation images' scores")
+    flag: bool = Field(description="true: the image is unlike this view's training images")
+
+
 class ReportOut(BaseModel):
     report: str = Field(description="draft findings written by the model")
     plain: str = Field(description="plain-language version for patients")
@@ -78,6 +90,8 @@ class ReportOut(BaseModel):
     heatmap: str | None = Field(description="PNG data URL (transparent) of the decoder's cross-attention "
                                             "over the frontal view, same size as images.frontal")
     images: Images
+    ood: list[OODVerdict] | None = Field(description="one verdict per view given, frontal first; null when the "
+                                                     "model has no training statistics (no check was made)")
     timing: Timing
     disclaimer: str = DISCLAIMER
 
@@ -107,6 +121,27 @@ class Info(BaseModel):
     clip: bool = Field(description="whether similar-case retrieval is available")
 
 
+class TrainingData(BaseModel):
+    layout: str | None = Field(description="the dataset layout, e.g. phantom, iu-xray-r2gen, mimic")
+    phantom: bool | None = Field(description="true: trained on rendered phantom images, not real radiographs")
+    studies: dict[str, int | None] = Field(description="studies per split: train, val, test")
+
+
+class OODCheck(BaseModel):
+    quantile: float | None
+    thresholds: dict[str, float | None] = Field(description="per view")
+
+
+class ModelCard(BaseModel):
+    """What the model is; a field the checkpoint does not record is null."""
+    model: str = Field(description="the model directory the server was started with")
+    data: TrainingData
+    trained_at: str | None = Field(description="date the training finished, YYYY-MM-DD")
+    test_metrics: dict[str, Any] | None = Field(description="test-split metrics, when recorded")
+    ood_check: OODCheck | None = Field(description="null: no check of whether an image is like the training images")
+    cxrgen_version: str | None = Field(description="the cxrgen version that wrote the checkpoint")
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -132,6 +167,8 @@ class Services:
     clip: bool
     max_bytes: int
     max_pixels: int
+    card: dict[str, Any]
+    refuse_ood: bool
 
 
 def get_services(request: Request) -> Services:
@@ -155,12 +192,13 @@ def _infer(generator: Generator, retriever: Retriever | None) -> Callable[[list[
 def create_app(generator: Generator, simplifier: Simplifier | None = None, retriever: Retriever | None = None, *,
                model_name: str = "model", max_upload_mb: float = 25, max_pixels: int = DEFAULT_MAX_PIXELS,
                capacity: int = 32, max_batch: int = 8, tokens: Iterable[str] = (),
-               cors_origins: Sequence[str] = ()) -> FastAPI:
+               cors_origins: Sequence[str] = (), model_meta: dict | None = None, refuse_ood: bool = False) -> FastAPI:
     """Build the app around already-loaded models.
 
     Args:
         generator: report generator; `generate_batch(frontals, laterals)` -> one dict per study
-            with "report", "probabilities" and "attention" ((h, w) array or None).
+            with "report", "probabilities", "attention" ((h, w) array or None) and optionally "ood"
+            (the verdicts of `cxrgen.ood`, one per view given, or None).
         simplifier: `simplify(report)` -> result with `.plain`, `.guard` and `.note`; default
             `cxrgen.simplify.simplify`.
         retriever: CLIP retrieval for similar training cases, or None (the page says it is unavailable).
@@ -171,6 +209,8 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
         tokens: access tokens (each at least 32 printable ASCII characters); when any is given,
             every /v1/ request needs `Authorization: Bearer <one of them>` (else 401).
         cors_origins: origins whose pages may call the API from a browser; none by default.
+        model_meta: the checkpoint's meta.json, for `GET /v1/model`; default the generator's `meta`.
+        refuse_ood: answer 422 instead of a draft when an image is flagged as unlike the training images.
     """
     check = TokenCheck(tokens)
     if simplifier is None:
@@ -185,8 +225,9 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
     # No /docs or /redoc: FastAPI's Swagger UI loads from a CDN and the page must work offline.
     app = FastAPI(title="cxrgen", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Chest X-ray report drafts. {DISCLAIMER}")
+    meta = model_meta if model_meta is not None else getattr(generator, "meta", None) or {}
     app.state.services = Services(worker, simplifier, model_name, retriever is not None,
-                                  int(max_upload_mb * 2**20), max_pixels)
+                                  int(max_upload_mb * 2**20), max_pixels, model_card(meta), refuse_ood)
 
     @app.exception_handler(UploadError)
     async def _upload_error(request: Request, exc: UploadError) -> JSONResponse:
@@ -223,6 +264,7 @@ def _compose(s: Services, views: dict[str, np.ndarray], result: Result, read_s: 
         similar_cases=out["similar_cases"],
         heatmap=render.heatmap(attention, size) if attention is not None else None,
         images=Images(frontal=frontal, lateral=lateral),
+        ood=out.get("ood"),
         timing=Timing(read_ms=1e3 * read_s, queue_ms=1e3 * result.queue_s, model_ms=1e3 * result.batch_s,
                       batch_size=result.batch_size, simplify_ms=1e3 * simplify_s,
                       total_ms=1e3 * (time.perf_counter() - start)),
@@ -250,6 +292,11 @@ def _v1_routes() -> APIRouter:
     def info(s: ServicesDep) -> Info:
         return Info(version=__version__, model=s.model_name, clip=s.clip)
 
+    @router.get("/model", response_model=ModelCard, summary="The model card: training data, date, test metrics, "
+                                                             "OOD check")
+    def card(s: ServicesDep) -> ModelCard:
+        return ModelCard(model=s.model_name, **s.card)
+
     @router.post("/reports", response_model=ReportOut, responses=UPLOAD_ERRORS, openapi_extra=_REPORT_BODY,
                  summary="Draft a report from a frontal (and optional lateral) chest X-ray")
     async def reports(request: Request, s: ServicesDep) -> ReportOut:
@@ -264,6 +311,10 @@ def _v1_routes() -> APIRouter:
                 result = await s.worker.submit((views["frontal"], views.get("lateral")))
             except Exception as e:  # already logged with its traceback by the worker
                 raise HTTPException(500, "report generation failed; see the server log") from e
+            flagged = [v for v in result.output.get("ood") or [] if v["flag"]]
+            if s.refuse_ood and flagged:
+                raise HTTPException(422, f"{UNLIKE} ({', '.join(v['view'] for v in flagged)} view); "
+                                         "this server writes no draft for such images")
             return await run_in_threadpool(_compose, s, views, result, read_s, start)
 
     @router.post("/simplify", response_model=SimplifyOut, responses={400: {"model": Problem}},

@@ -10,21 +10,30 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
+import warnings
+from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
 from cxrgen.checkpoint import load_checkpoint, save_checkpoint
 from cxrgen.config import Config
+from cxrgen.data.cache import ImageCache
 from cxrgen.data.loader import assign_splits, split_studies
 from cxrgen.data.reports import target_text
+from cxrgen.data.specs import parse_spec
 from cxrgen.data.studies import Study
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
+from cxrgen.inference import calibrate
 from cxrgen.io import atomic_write_text
 from cxrgen.models.generator import ReportModel
+from cxrgen.ood import DEFAULT_QUANTILE, OODStats, pool
 from cxrgen.training.callbacks import MarginEarlyStopping, SaveBest, TrainThroughput
 from cxrgen.training.datamodule import ReportDataModule
 from cxrgen.training.hooks import hooks_from_config
@@ -100,59 +109,130 @@ def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta
     return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta), tokenizer, model, splits
 
 
+def data_meta(spec: str | None, splits: dict[str, list[Study]]) -> dict:
+    """What the model card says about the training data: layout, phantom or real, studies per split
+    (those with a report and a frontal image)."""
+    layout = parse_spec(spec)[0] if spec else None
+    return {"layout": layout, "phantom": layout == "phantom" if layout else None,
+            "studies": {k: len(v) for k, v in splits.items()}}
+
+
+def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -> None:
+    """Training statistics for the OOD check (`cxrgen.ood`) from the training and validation images:
+    in frozen mode from the cached encoder features (the encoder never changed), else from the saved
+    model's own encoder over the cached images."""
+    try:
+        stats = _fit_ood_stats(model_dir, dm, device)
+    except UserError as e:  # a tiny data set: the model is still good to use, without the check
+        _logger.warning("no OOD statistics: %s; the model's drafts carry no verdict", e)
+        return
+    stats.save(model_dir)
+    for name, v in stats.meta()["views"].items():
+        _logger.info("OOD check (%s): threshold %.2f, the validation 99th percentile of %d images",
+                     name, v["threshold"], v["val_images"])
+
+
+def _fit_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -> OODStats:
+    cache = ImageCache(dm.cache_path)
+    if dm.features_path is not None:
+        feats = np.load(dm.features_path, mmap_mode="r")
+        row = {sid: i for i, sid in enumerate(dm.feature_ids)}
+
+        def pooled(split: str) -> tuple[np.ndarray, np.ndarray]:
+            ids = dm.datasets[split].ids
+            x = np.stack([pool(torch.from_numpy(np.array(feats[row[sid]]))[None])[0].numpy() for sid in ids])
+            return x, np.array([[True, cache.get(sid)[1] is not None] for sid in ids])
+
+        return OODStats.fit(*pooled("train"), *pooled("val"), DEFAULT_QUANTILE)
+    train, val = ((cache.get(sid) for sid in dm.datasets[split].ids) for split in ("train", "val"))
+    return calibrate(load_checkpoint(model_dir)[0], train, val, DEFAULT_QUANTILE, device=device)
+
+
+@contextmanager
+def quiet_lightning(log_file: Path) -> Iterator[None]:
+    """Lightning's own log lines (tips, accelerator summary, "`Trainer.fit` stopped") go to `log_file`
+    only, not twice to the console; known-harmless warnings are dropped. With -v (debug logging) they
+    all stay on the console too. Our own log lines also go to `log_file`."""
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    lightning, root = logging.getLogger("lightning"), logging.getLogger()
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = lightning.handlers[:], lightning.propagate
+    lightning.handlers = [handler]  # its own stderr handler repeated every line the root handler prints
+    lightning.propagate = verbose
+    root.addHandler(handler)
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.filterwarnings("ignore", message=r".*is deprecated", module=r"lightning\.")
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen encoder
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            lightning.handlers, lightning.propagate = saved
+            handler.close()
+
+
 def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: str | Path | None = None,
         accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1, strategy: str = "auto",
         extra_losses: list[ExtraLoss] | None = None, limit_train_batches: int | float | None = None,
-        resume: bool = False) -> TrainResult:
+        resume: bool = False, data: str | None = None) -> TrainResult:
     """Train a report generator; the best checkpoint (by `train.select_metric`) goes to OUTPUT/model.
 
     OUTPUT also receives config.yaml (resolved), last.ckpt (after every epoch; `resume=True`
-    continues from it), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png and train_summary.json.
+    continues from it), csv/metrics.csv, tb/ (TensorBoard), loss_curve.png, train_summary.json and
+    train.log (every log line, Lightning's included).
     Image and feature caches go to `cache_dir` (default OUTPUT/../.cache)
-    and are reused by later runs on the same data.
+    and are reused by later runs on the same data. `data`, the dataset spec, goes into the model card;
+    the model's training statistics for the OOD check are added at the end.
     """
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     output = Path(output)
     last = check_resume(config, output, resume)
     output.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(cache_dir) if cache_dir else output.parent / ".cache"
-    config.save(output / "config.yaml")
-    tc = config.train
-    L.seed_everything(tc.seed, workers=True)
-    monitor, mode = ("val/cider", "max") if tc.select_metric == "cider" else ("val/ce_loss", "min")
-    if tc.select_metric not in ("cider", "loss"):
-        raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
-    meta = {"seed": tc.seed, "select_metric": monitor}  # the data module's setup adds the study counts
-    dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)
-    if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
-        extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
-    module = GeneratorModule(model, tokenizer, config, extra_losses)
-    save_best = SaveBest(output / "model", monitor, mode, meta)
-    speed = TrainThroughput()
-    precision = tc.precision if tc.precision != "auto" else ("bf16-mixed" if torch.cuda.is_available() else "32-true")
-    steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
-    metrics_csv = output / "csv" / "metrics.csv"
-    if last is not None:
-        set_csv_log_aside(metrics_csv)
-    trainer = L.Trainer(
-        max_epochs=tc.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        precision=precision, gradient_clip_val=tc.grad_clip or None, enable_checkpointing=False,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps_per_epoch)), default_root_dir=output,
-        logger=[CSVLogger(output, name="csv", version=""), TensorBoardLogger(output, name="tb", version="")],
-        callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed,
-                   SaveLast(output / "last.ckpt", metrics_csv)],
-        limit_train_batches=limit_train_batches, enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=last)
-    if trainer.is_global_zero:
-        if not (output / "model").exists():  # no validation pass ran: keep the last weights
-            save_checkpoint(output / "model", model, tokenizer, config, meta)
-        merge_csv_log(metrics_csv)
-        if metrics_csv.exists():
-            plot_loss_curve(metrics_csv, output / "loss_curve.png")
-    result = TrainResult(output / "model", monitor, save_best.best, save_best.best_epoch, trainer.current_epoch,
-                         speed.samples / max(speed.seconds, 1e-9))
-    atomic_write_text(output / "train_summary.json", json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                                for k, v in result.__dict__.items()}, indent=2))
-    return result
+    with quiet_lightning(output / "train.log"):
+        cache_dir = Path(cache_dir) if cache_dir else output.parent / ".cache"
+        config.save(output / "config.yaml")
+        tc = config.train
+        L.seed_everything(tc.seed, workers=True)
+        monitor, mode = ("val/cider", "max") if tc.select_metric == "cider" else ("val/ce_loss", "min")
+        if tc.select_metric not in ("cider", "loss"):
+            raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
+        meta = {"seed": tc.seed, "select_metric": monitor, "trained_at": time.strftime("%Y-%m-%d")}
+        dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)  # setup adds the study counts
+        meta["data"] = data_meta(data, splits)
+        if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
+            extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
+        module = GeneratorModule(model, tokenizer, config, extra_losses)
+        save_best = SaveBest(output / "model", monitor, mode, meta)
+        speed = TrainThroughput()
+        precision = tc.precision if tc.precision != "auto" else \
+            ("bf16-mixed" if torch.cuda.is_available() else "32-true")
+        steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
+        metrics_csv = output / "csv" / "metrics.csv"
+        if last is not None:
+            set_csv_log_aside(metrics_csv)
+        trainer = L.Trainer(
+            max_epochs=tc.epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+            precision=precision, gradient_clip_val=tc.grad_clip or None, enable_checkpointing=False,
+            num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps_per_epoch)), default_root_dir=output,
+            logger=[CSVLogger(output, name="csv", version=""), TensorBoardLogger(output, name="tb", version="")],
+            callbacks=[save_best, MarginEarlyStopping("val/ce_loss", tc.early_stop_margin), speed,
+                       SaveLast(output / "last.ckpt", metrics_csv)],
+            limit_train_batches=limit_train_batches, enable_model_summary=False,
+        )
+        # last.ckpt holds tensors and plain values only (see SaveLast), so it loads without pickle
+        trainer.fit(module, datamodule=dm, ckpt_path=last, weights_only=True)
+        if trainer.is_global_zero:
+            if not (output / "model").exists():  # no validation pass ran: keep the last weights
+                save_checkpoint(output / "model", model, tokenizer, config, meta)
+            add_ood_stats(output / "model", dm, trainer.strategy.root_device)
+            merge_csv_log(metrics_csv)
+            if metrics_csv.exists():
+                plot_loss_curve(metrics_csv, output / "loss_curve.png")
+        result = TrainResult(output / "model", monitor, save_best.best, save_best.best_epoch, trainer.current_epoch,
+                             speed.samples / max(speed.seconds, 1e-9))
+        atomic_write_text(output / "train_summary.json", json.dumps({k: str(v) if isinstance(v, Path) else v
+                                                                    for k, v in result.__dict__.items()}, indent=2))
+        return result

@@ -61,7 +61,7 @@ class SaveLast(L.Callback):
         self._save_logs(trainer)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            trainer.save_checkpoint(tmp)  # every rank calls it; only rank 0 writes
+            trainer.save_checkpoint(tmp, weights_only=False)  # the full state; every rank calls it, rank 0 writes
         except BaseException as e:
             tmp.unlink(missing_ok=True)
             raise disk_full_error(self.path, e) if is_disk_full(e) else e

@@ -124,6 +124,15 @@ function drawGuard(guard) {
   $("guard").className = "guard " + (ok === false ? "bad" : "good");
 }
 
+// The OOD verdict: a red banner over the draft when any view is flagged; a note when there is no check.
+function drawOod(ood) {
+  const flagged = (ood || []).filter((v) => v.flag);
+  $("ood-banner").hidden = flagged.length === 0;
+  $("ood-detail").textContent = flagged.map((v) =>
+    `${v.view} view: score ${v.score.toFixed(1)}, above the threshold ${v.threshold.toFixed(1)}`).join("; ");
+  $("ood-none").hidden = ood !== null && ood !== undefined;
+}
+
 function show(data) {
   $("frontal-img").src = data.images.frontal;
   $("heatmap").hidden = !data.heatmap || !$("heat-toggle").checked;
@@ -137,6 +146,7 @@ function show(data) {
   drawGuard(data.guard || {});
   drawChart(data.probabilities);
   drawSimilar(data.similar_cases);
+  drawOod(data.ood);
   const t = data.timing;
   $("timing").textContent = `Answered in ${(t.total_ms / 1000).toFixed(2)} s ` +
     `(model ${(t.model_ms / 1000).toFixed(2)} s, batch of ${t.batch_size}).`;
@@ -160,7 +170,8 @@ async function submit(event) {
     const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
     if (!response.ok) {
       const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
-      setStatus(`Could not read the upload: ${detail}`, "error");
+      const refused = response.status === 422 && detail.startsWith("This image is unlike");
+      setStatus(refused ? `No draft: ${detail}` : `Could not read the upload: ${detail}`, "error");
       return;
     }
     show(data);
@@ -190,11 +201,26 @@ async function info() {
     }
     const i = await response.json();
     $("server").textContent = `model ${i.model} · similar cases ${i.clip ? "on" : "off"} · v${i.version}`;
+    await modelCard();
     return true;
   } catch {
     $("server").textContent = "server not reachable";
     return false;
   }
+}
+
+// The model card in the header: what the model was trained on, when, its test metrics, its OOD check.
+async function modelCard() {
+  const response = await api("/v1/model");
+  if (!response.ok) return;
+  const c = await response.json();
+  const d = c.data;
+  const kind = d.phantom === true ? "phantom (rendered) images" : d.phantom === false ? "real radiographs" : "unrecorded data";
+  const layout = d.layout ? ` (${d.layout} layout` + (d.studies.train ? `, ${d.studies.train} training studies)` : ")") : "";
+  const metrics = c.test_metrics ? Object.entries(c.test_metrics).filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ") : "not recorded";
+  $("model-card").textContent = `Trained on ${kind}${layout} · ${c.trained_at || "date not recorded"} · ` +
+    `test metrics: ${metrics} · image check ${c.ood_check ? "on" : "off (no training statistics)"}`;
 }
 
 wireDrop("frontal");

@@ -1,0 +1,81 @@
+"""`cxrgen model`: what a checkpoint is (`card`, `record-metrics`) and its training statistics for the
+OOD check (`calibrate`)."""
+from __future__ import annotations
+
+import json
+
+from cxrgen.errors import UserError
+
+
+def _calibrate(args) -> int:
+    from cxrgen.checkpoint import load_checkpoint
+    from cxrgen.data.loader import assign_splits
+    from cxrgen.data.specs import load_studies
+    from cxrgen.inference import calibrate, study_images
+
+    if not 0 < args.quantile < 1:  # before minutes of encoding
+        raise UserError(f"--quantile must be between 0 and 1, got {args.quantile}")
+    model, _, config, _ = load_checkpoint(args.model)
+    studies = load_studies(args.data)
+    assign_splits(studies)  # the same split training used for studies without one
+    train, val = ([s for s in studies if s.split == k] for k in ("train", "val"))
+    if not train or not val:
+        raise UserError(f"{args.data} needs training and validation studies (found {len(train)} and {len(val)})")
+    size = config.model.image_size
+    stats = calibrate(model, study_images(train, size), study_images(val, size), args.quantile,
+                      args.batch_size, args.device)
+    stats.save(args.model)
+    for name, v in stats.meta()["views"].items():
+        print(f"{name}: threshold {v['threshold']:.2f} (validation {100 * args.quantile:g}th percentile of "
+              f"{v['val_images']} images; fitted on {v['train_images']} training images)")
+    print(f"training statistics written to {args.model}")
+    return 0
+
+
+def _record_metrics(args) -> int:
+    from cxrgen.checkpoint import update_meta
+
+    try:
+        systems = json.loads(open(args.metrics, encoding="utf-8").read())
+    except ValueError as e:
+        raise UserError(f"{args.metrics} is not a metrics.json of `cxrgen eval` ({e})") from None
+    if not isinstance(systems, dict) or args.system not in systems:
+        names = ", ".join(systems) if isinstance(systems, dict) else "none"
+        raise UserError(f"{args.metrics} has no system {args.system!r} (it has: {names})")
+    metrics = {name: round(float(m["value"]), 4) for name, m in systems[args.system].items()
+               if isinstance(m, dict) and isinstance(m.get("value"), (int, float))}
+    update_meta(args.model, test_metrics={"split": args.split, **metrics})
+    print(f"{len(metrics)} {args.split} metrics of {args.system} recorded in {args.model}/meta.json")
+    return 0
+
+
+def _card(args) -> int:
+    from cxrgen.checkpoint import model_card, read_meta
+
+    print(json.dumps(model_card(read_meta(args.model)), indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("model", help="a checkpoint's card, and its training statistics for the OOD check")
+    cmds = p.add_subparsers(dest="model_command", required=True)
+    c = cmds.add_parser("calibrate", help="add training-set feature statistics (the OOD check) to a checkpoint",
+                        description="Fit, per view, the mean and shrunk covariance of the training images' "
+                                    "encoder features and set the flag threshold at a quantile of the "
+                                    "validation images' scores. Writes MODEL/ood.safetensors and meta.json.")
+    c.add_argument("--model", required=True, help="checkpoint directory")
+    c.add_argument("--data", required=True, help="the dataset spec the model was trained on, e.g. phantom:DIR")
+    c.add_argument("--quantile", type=float, default=0.99,
+                   help="flag threshold: this quantile of the validation scores (default 0.99)")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    c.set_defaults(func=_calibrate)
+    r = cmds.add_parser("record-metrics", help="record a `cxrgen eval` result in the model card")
+    r.add_argument("--model", required=True, help="checkpoint directory")
+    r.add_argument("--metrics", required=True, help="metrics.json written by `cxrgen eval --output DIR`")
+    r.add_argument("--system", required=True, help="which system of it is this model (the predictions file's stem)")
+    r.add_argument("--split", default="test", help="the split it was evaluated on (default test)")
+    r.set_defaults(func=_record_metrics)
+    k = cmds.add_parser("card", help="print what the model was trained on, when, and its OOD check (JSON)")
+    k.add_argument("--model", required=True, help="checkpoint directory")
+    k.set_defaults(func=_card)
