@@ -29,9 +29,6 @@ def minilm_wordpiece():
     return AutoTokenizer.from_pretrained(str(get_model_path()))
 
 
-DEIDENTIFIED = "xxxx"  # IU X-ray's de-identification placeholder, lower-cased: never a word to write
-
-
 def _words(pieces: list[str]) -> list[tuple[str, ...]]:
     """WordPiece pieces grouped into words: a piece without '##' starts a new word."""
     words: list[list[str]] = []
@@ -46,9 +43,11 @@ def _words(pieces: list[str]) -> list[tuple[str, ...]]:
 class ReportTokenizer:
     """Compact WordPiece vocabulary. Lower-cased (MiniLM is uncased); XXXX stays a token sequence.
 
-    `words` are the training reports' words (as piece tuples, the de-identification placeholder
-    left out): decoding may only finish words from this list (`allowed_next`), so a report never
-    holds a word stitched from pieces that no training report wrote.
+    `words` are the training reports' words (as piece tuples): decoding may only finish words from
+    this list (`allowed_next`), so a report never holds a word stitched from pieces that no
+    training report wrote, nor [UNK]. IU's de-identification placeholder XXXX stays a word: the
+    reports state findings through it ("XXXX opacity"), and banning it at decoding made the
+    default model omit more findings (docs/results.md).
     """
 
     def __init__(self, pieces: list[str], words: list[tuple[str, ...]] | None = None):
@@ -67,8 +66,7 @@ class ReportTokenizer:
         tokenized = [wp.tokenize(t) for t in texts]
         counts = Counter(tok for t in tokenized for tok in t)
         pieces = sorted(p for p, c in counts.items() if c >= min_freq and p not in SPECIALS)
-        words = {w for t in tokenized for w in _words(t) if "".join(w).replace("##", "") != DEIDENTIFIED}
-        return cls(SPECIALS + pieces, sorted(words))
+        return cls(SPECIALS + pieces, sorted({w for t in tokenized for w in _words(t)}))
 
     def allowed_next(self, ids: torch.Tensor) -> torch.Tensor | None:
         """(R, V) bool: the tokens that may follow each row of `ids` (R, L) so that every finished word
