@@ -18,7 +18,7 @@ LAYERS = [
     {"cxrgen.data", "cxrgen.labeler"},
     {"cxrgen.models"},
     {"cxrgen.decoding", "cxrgen.losses", "cxrgen.checkpoint"},
-    {"cxrgen.inference", "cxrgen.ood", "cxrgen.retrieval", "cxrgen.evaluate", "cxrgen.simplify"},
+    {"cxrgen.inference", "cxrgen.ood", "cxrgen.retrieval", "cxrgen.evaluate", "cxrgen.simplify", "cxrgen.bank"},
     {"cxrgen.training", "cxrgen.serve"},
     {"cxrgen.commands"},
     {"cxrgen.cli"},

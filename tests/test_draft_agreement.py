@@ -55,14 +55,13 @@ def test_eval_reports_draft_agreement_for_files_with_calls(tmp_path, capsys):
     assert "## Drafts against the classifier's own calls" in capsys.readouterr().out
 
 
-def test_rerank_keeps_the_candidate_that_states_the_calls():
-    from cxrgen.inference import rerank_by_calls as rerank
+def test_agreement_is_f1_between_the_stated_and_the_called_findings():
+    from cxrgen.inference import agreement
 
-    texts = ["The lungs are clear.", "Small left pleural effusion.", "Cardiomegaly. Small left pleural effusion."]
-    calls = np.array([c == "Pleural Effusion" for c in CONDITIONS])
-    assert rerank(texts, ["a", "b", "c"], calls) == "b"  # F1 1.0 beats 0.67 (c) and 0 (a)
-    nothing = np.zeros(len(CONDITIONS), bool)
-    assert rerank(texts[1:], ["b", "c"], nothing) == "b"  # no call agrees with either: the better-scored first wins
+    texts = ["The lungs are clear.", "Small left pleural effusion.", "Cardiomegaly. Small left pleural effusion.",
+             "Possible small left pleural effusion."]
+    assert agreement(texts, frozenset({"Pleural Effusion"})) == pytest.approx([0.0, 1.0, 2 / 3, 1.0])
+    assert agreement(texts[:2], frozenset()) == [1.0, 0.0]  # nothing called: only a report stating nothing agrees
 
 
 def test_beam_search_lists_every_beam_best_first():

@@ -2,7 +2,8 @@
 import pytest
 from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 
-from cxrgen.evaluate.baselines import _ConstantBleu, build_baseline, finding_oracle, finding_set
+from cxrgen.bank import ConstantBleu, finding_set
+from cxrgen.evaluate.baselines import build_baseline, finding_oracle
 from cxrgen.evaluate.nlg import clean
 from cxrgen.labeler import label
 
@@ -31,7 +32,7 @@ def test_finding_set_is_positive_or_uncertain_without_no_finding():
 
 def test_consensus_is_the_report_closest_to_the_rest_of_its_set():
     scores = [_leave_one_out_bleu4(i, CARDIO) for i in range(len(CARDIO))]
-    fast = _ConstantBleu([clean(r) for r in CARDIO])
+    fast = ConstantBleu([clean(r) for r in CARDIO])
     assert [fast.bleu4(clean(r), leave_out=True) for r in CARDIO] == pytest.approx(scores, abs=1e-12)
     best = CARDIO[max(range(len(CARDIO)), key=scores.__getitem__)]
     assert best == CARDIO[3]

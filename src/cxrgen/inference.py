@@ -22,7 +22,8 @@ from cxrgen.checkpoint import load_checkpoint
 from cxrgen.config import Config
 from cxrgen.data.images import ImageError, load_image, resize
 from cxrgen.data.studies import Study
-from cxrgen.decoding import generate
+from cxrgen.bank import ReportBank, finding_set
+from cxrgen.decoding import generate, score_sequences
 from cxrgen.labeler import CONDITIONS, label_many
 from cxrgen.models.generator import ReportModel
 from cxrgen.ood import OODStats, pool
@@ -52,35 +53,33 @@ def views_to_tensor(frontals: list[np.ndarray], laterals: list[np.ndarray | None
     return torch.from_numpy(out).float().div_(255), torch.from_numpy(mask)
 
 
-def rerank_by_calls(texts: list[str], candidates: list, calls: np.ndarray):
-    """The candidate (best first) whose labeler findings agree best with the classifier's calls ((14,) bool):
-    F1 between the two sets of present conditions (1 when both are empty); the earlier candidate wins ties."""
-    called = {c for c, on in zip(CONDITIONS, calls) if on}
-    best, best_f1 = 0, -1.0
-    for k, labels in enumerate(label_many(texts)):
-        said = {c for c in CONDITIONS if labels[c] == 1}
-        f1 = 1.0 if not said and not called else 2 * len(said & called) / (len(said) + len(called))
-        if f1 > best_f1:
-            best, best_f1 = k, f1
-    return candidates[best]
+def agreement(texts: list[str], called: frozenset[str]) -> list[float]:
+    """Per text, F1 between the finding set the labeler reads in it and `called` (1 when both are empty)."""
+    out = []
+    for labels in label_many(texts):
+        said = finding_set(labels)
+        out.append(1.0 if not said and not called else 2 * len(said & called) / (len(said) + len(called)))
+    return out
 
 
 class ReportGenerator:
     """Inference wrapper: numpy images in, report + finding probabilities + attention map out."""
 
     def __init__(self, model: ReportModel, tokenizer, config: Config, device: str | torch.device = "cpu",
-                 ood: OODStats | None = None, meta: dict | None = None):
+                 ood: OODStats | None = None, meta: dict | None = None, bank: ReportBank | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
         self.device = torch.device(device)
         self.ood = ood  # None: results carry "ood": None (no verdict)
         self.meta = meta or {}
+        self.bank = bank  # None: reranking chooses among the decoder's own beams only
+        self._bank_ids: dict[str, list[int]] = {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
         model, tokenizer, config, meta = load_checkpoint(directory)
-        return cls(model, tokenizer, config, device, OODStats.load(directory, meta), meta)
+        return cls(model, tokenizer, config, device, OODStats.load(directory, meta), meta, ReportBank.load(directory))
 
     @torch.inference_mode()  # not just no_grad: skipping autograd's version counters makes one beam-3 report 1.3x faster
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
@@ -109,9 +108,9 @@ class ReportGenerator:
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
         sequences = out.sequences
-        if (dc.rerank if rerank is None else rerank) and out.candidates is not None:
-            sequences = [rerank_by_calls([self.tokenizer.decode(c) for c in cands], cands, calls)
-                         for cands, calls in zip(out.candidates, called)]
+        if dc.rerank if rerank is None else rerank:
+            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called, dc.length_penalty
+                                     if length_penalty is None else length_penalty)
         results = []
         for i, ids in enumerate(sequences):
             att = None  # the top beam's, also when reranking kept another
@@ -124,6 +123,35 @@ class ReportGenerator:
                             "calls": [c for c, on in zip(CONDITIONS, called[i]) if on],
                             "attention": att, "ood": verdicts[i] if verdicts is not None else None})
         return results
+
+    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray, length_penalty: float) -> list[list[int]]:
+        """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`); the
+        decoder's length-normalised score breaks ties. Candidates: the decoder's beams, plus, with a bank,
+        the training reports of the called finding set (or the nearest set the bank has)."""
+        cands = []
+        for study_beams, on in zip(beams, called):
+            cands.append(list(study_beams))
+            if self.bank is not None:
+                wanted = frozenset(c for c, o in zip(CONDITIONS, on) if o and c != "No Finding")
+                cands[-1] += [self._encode_bank(t) for t in self.bank.candidates(wanted) if self._encode_bank(t) not in study_beams]
+        rows = [i for i, c in enumerate(cands) for _ in c]
+        flat = [seq for c in cands for seq in c]
+        scores = score_sequences(self.model.decoder, memory.select(rows), flat, self.tokenizer.bos_id,
+                                 self.tokenizer.eos_id, length_penalty).tolist()
+        chosen, start = [], 0
+        for c, on in zip(cands, called):
+            texts = [self.tokenizer.decode(seq) for seq in c]
+            wanted = frozenset(name for name, o in zip(CONDITIONS, on) if o and name != "No Finding")
+            agree = agreement(texts, wanted)
+            best = max(range(len(c)), key=lambda k: (agree[k], scores[start + k]))
+            chosen.append(c[best])
+            start += len(c)
+        return chosen
+
+    def _encode_bank(self, text: str) -> list[int]:
+        if text not in self._bank_ids:
+            self._bank_ids[text] = self.tokenizer.encode(text)[1:-1]
+        return self._bank_ids[text]
 
     def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:
         """Single study; same keyword arguments and result as `generate_batch`."""

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from cxrgen.data.reports import sentence_starts
+from cxrgen.data.reports import PLACEHOLDER, sentence_starts
 
 # CheXpert's 14 observations, in CheXpert's column order.
 CONDITIONS: tuple[str, ...] = (
@@ -169,7 +169,6 @@ _SEVERITY_NAMES = ("small", "mild", "moderate", "large")
 _LOCATION_NAMES = ("retrocardiac", "apex", "base", "upper", "middle", "lower")
 _ATTRIBUTE_REACH = 45  # characters either side of a mention where an attribute word may apply
 
-_ANONYMISED = re.compile(r"\bx{2,}\b", re.IGNORECASE)  # IU X-ray's "XXXX" placeholders
 
 
 def _nearest(regex: re.Pattern, names: tuple[str, ...], clause: str, start: int, end: int) -> str | None:
@@ -203,7 +202,7 @@ class _Report:
     """A report lower-cased and cut into sentences and clauses once, so each mention is cheap."""
 
     def __init__(self, text: str):
-        self.text = _ANONYMISED.sub("____", text)
+        self.text = PLACEHOLDER.sub("____", text)
         self.lower = self.text.lower()
         self.starts = sentence_starts(self.lower)
         self.breaks = sorted({m.start() for m in _CLAUSE_BREAK.finditer(self.lower)})

@@ -8,14 +8,16 @@ from cxrgen.errors import UserError
 
 
 def _calibrate(args) -> int:
+    from cxrgen.bank import bank_for_model
     from cxrgen.checkpoint import load_checkpoint
     from cxrgen.data.loader import assign_splits
+    from cxrgen.data.reports import target_text
     from cxrgen.data.specs import load_studies
     from cxrgen.inference import calibrate, study_images
 
     if not 0 < args.quantile < 1:  # before minutes of encoding
         raise UserError(f"--quantile must be between 0 and 1, got {args.quantile}")
-    model, _, config, _ = load_checkpoint(args.model)
+    model, tokenizer, config, _ = load_checkpoint(args.model)
     studies = load_studies(args.data)
     assign_splits(studies)  # the same split training used for studies without one
     train, val = ([s for s in studies if s.split == k] for k in ("train", "val"))
@@ -28,7 +30,11 @@ def _calibrate(args) -> int:
     for name, v in stats.meta()["views"].items():
         print(f"{name}: threshold {v['threshold']:.2f} (validation {100 * args.quantile:g}th percentile of "
               f"{v['val_images']} images; fitted on {v['train_images']} training images)")
-    print(f"training statistics written to {args.model}")
+    reports = [target_text(s) for s in train if target_text(s)]
+    bank = bank_for_model(reports, tokenizer, config.model.max_len)
+    bank.save(args.model)
+    print(f"report bank: {len(bank.sets)} finding sets from {len(reports)} training reports")
+    print(f"training statistics and report bank written to {args.model}")
     return 0
 
 
@@ -57,12 +63,15 @@ def _card(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("model", help="a checkpoint's card, and its training statistics for the OOD check")
+    p = sub.add_parser("model", help="a checkpoint's card, and what it keeps from its training data")
     cmds = p.add_subparsers(dest="model_command", required=True)
-    c = cmds.add_parser("calibrate", help="add training-set feature statistics (the OOD check) to a checkpoint",
+    c = cmds.add_parser("calibrate", help="add what inference reads from the training data (the OOD check's "
+                                          "statistics, the report bank) to a checkpoint",
                         description="Fit, per view, the mean and shrunk covariance of the training images' "
                                     "encoder features and set the flag threshold at a quantile of the "
-                                    "validation images' scores. Writes MODEL/ood.safetensors and meta.json.")
+                                    "validation images' scores; group the training reports by finding set "
+                                    "(the report bank that reranking offers the decoder). Writes "
+                                    "MODEL/ood.safetensors, MODEL/bank.json and meta.json. Training writes both itself.")
     c.add_argument("--model", required=True, help="checkpoint directory")
     c.add_argument("--data", required=True, help="the dataset spec the model was trained on, e.g. phantom:DIR")
     c.add_argument("--quantile", type=float, default=0.99,

@@ -16,6 +16,7 @@ from cxrgen.data.studies import Study
 # effusion"); and IU's missing space ("effusion.There is"). The labeler cuts on the same ends.
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|\s(?=\d\.\s)|(?<=\.)(?=[A-Z])")
 _LIST_NUMBER = re.compile(r"^\d+\.?$")
+PLACEHOLDER = re.compile(r"\bx{2,}\b", re.IGNORECASE)  # IU X-ray's de-identification "XXXX"
 
 
 def sentence_starts(text: str) -> list[int]:

@@ -32,6 +32,12 @@ class Memory:
         r = lambda t: None if t is None else t.repeat_interleave(k, dim=0)
         return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix, r(self.condition))
 
+    def select(self, rows: list[int]) -> Memory:
+        """The given rows, in order (repeats allowed): one memory row per candidate to score."""
+        idx = torch.tensor(rows, dtype=torch.long, device=self.tokens.device)
+        r = lambda t: None if t is None else t.index_select(0, idx)
+        return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix, r(self.condition))
+
 
 @dataclass
 class DecoderConfig:

@@ -1,0 +1,154 @@
+"""The report bank: for each finding set, the training reports that state exactly that set, most typical first.
+
+A finding set is what an image can show: the positive or uncertain CheXpert observations of a
+report, No Finding excluded (it follows from the rest). Within a set, reports are ordered by
+consensus, their BLEU-4 against the set's other training reports, so the first is the set's most
+typical wording. Two users:
+
+- the finding-oracle baseline writes, for each test study, the first report of its reference's set;
+- inference offers the decoder the reports of the set that the classifier calls, beside its own
+  beams, and keeps the candidate that states the called findings (see `cxrgen.inference`).
+
+Any dataset with reports works: the sets come from the labeler, not from the layout. The bank is
+saved in the checkpoint folder as `bank.json` (a few hundred kB for IU X-ray).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from pycocoevalcap.bleu.bleu_scorer import precook
+
+from cxrgen.data.reports import PLACEHOLDER
+from cxrgen.data.tokenizer import ReportTokenizer
+from cxrgen.errors import UserError
+from cxrgen.evaluate.nlg import bleu_from_counts, clean
+from cxrgen.io import atomic_write_text
+from cxrgen.labeler import CONDITIONS, label_many
+
+_logger = logging.getLogger(__name__)
+
+FILE = "bank.json"
+
+
+def finding_set(labels) -> frozenset[str]:
+    """What an image shows: the positive or uncertain observations, No Finding excluded."""
+    return frozenset(c for c in CONDITIONS if c != "No Finding" and labels.get(c) in (1, -1))
+
+
+class ConstantBleu:
+    """Corpus BLEU-4 (pycocoevalcap's) of one candidate predicted for every reference, without running
+    the scorer over every reference.
+
+    For each reference n-gram the counts across references are kept as an array; a candidate's
+    clipped matches are then sum(min(count_in_candidate, counts)) per n-gram, exactly the sum
+    `BleuScorer` would build one reference at a time. Texts are R2Gen-cleaned already.
+    """
+
+    def __init__(self, references: Sequence[str]) -> None:
+        columns: dict[tuple, list[int]] = defaultdict(list)
+        self.ref_len = 0
+        for ref in references:
+            length, counts = precook(ref, 4)
+            self.ref_len += length
+            for gram, k in counts.items():
+                columns[gram].append(k)
+        self.columns = {g: np.array(v) for g, v in columns.items()}
+        self.n = len(references)
+
+    def bleu4(self, candidate: str, leave_out: bool = False) -> float:
+        """`leave_out`: the candidate is one of the references; score it against the others only."""
+        length, counts = precook(candidate, 4)
+        correct = np.zeros(4)
+        for gram, k in counts.items():
+            col = self.columns.get(gram)
+            if col is not None:
+                correct[len(gram) - 1] += np.minimum(col, k).sum() - (k if leave_out else 0)
+        n, ref_len = (self.n - 1, self.ref_len - length) if leave_out else (self.n, self.ref_len)
+        guess = [n * max(0, length - k) for k in range(4)]
+        stats = np.array([*correct, *guess, n * length, ref_len], dtype=float)
+        return float(bleu_from_counts(stats)[3])
+
+
+def consensus_order(reports: Sequence[str]) -> list[str]:
+    """The distinct reports (raw text, first spelling of each cleaned form), by BLEU-4 against the
+    others (leave-one-out, duplicates counted), best first; ties keep the first-seen order."""
+    cleaned = [clean(r) for r in reports]
+    raw: dict[str, str] = {}
+    for c, r in zip(cleaned, reports):
+        raw.setdefault(c, r)
+    if len(cleaned) == 1:
+        return [reports[0]]
+    scorer = ConstantBleu(cleaned)
+    order = sorted(raw, key=lambda c: -scorer.bleu4(c, leave_out=True))  # stable: ties keep first-seen order
+    return [raw[c] for c in order]
+
+
+class ReportBank:
+    """Finding set -> up to `per_set` training reports, most typical first."""
+
+    def __init__(self, sets: dict[frozenset[str], list[str]], sizes: dict[frozenset[str], int]):
+        if not sets:
+            raise UserError("the report bank is empty: no training report was kept")
+        self.sets, self.sizes = sets, sizes
+
+    @classmethod
+    def build(cls, reports: Sequence[str], labels: Iterable[dict], per_set: int = 8,
+              keep: Callable[[str], bool] | None = None) -> ReportBank:
+        """Group `reports` by the finding set of their `labels`; `keep(text)` filters candidates (the
+        consensus order is computed over all of a set's reports, so the filter never changes it)."""
+        groups: dict[frozenset[str], list[str]] = defaultdict(list)
+        for text, lab in zip(reports, labels):
+            groups[finding_set(lab)].append(text)
+        sets, sizes = {}, {}
+        for key, members in groups.items():
+            kept = [r for r in consensus_order(members) if keep is None or keep(r)][:per_set]
+            if kept:
+                sets[key], sizes[key] = kept, len(members)
+        _logger.info("report bank: %d finding sets from %d reports (%d sets had no report kept)",
+                     len(sets), len(reports), len(groups) - len(sets))
+        return cls(sets, sizes)
+
+    def nearest(self, findings: frozenset[str]) -> frozenset[str]:
+        """`findings` itself when the bank has it, else the set that differs in the fewest observations
+        (ties: the set shared by more training reports, then the first in sorted order)."""
+        if findings in self.sets:
+            return findings
+        return min(self.sets, key=lambda g: (len(g ^ findings), -self.sizes[g], sorted(g)))
+
+    def candidates(self, findings: frozenset[str]) -> list[str]:
+        """The reports of `findings`' nearest set, most typical first."""
+        return self.sets[self.nearest(findings)]
+
+    def save(self, directory: str | Path) -> None:
+        rows = [{"findings": sorted(k), "reports": v, "size": self.sizes[k]}
+                for k, v in sorted(self.sets.items(), key=lambda kv: (len(kv[0]), sorted(kv[0])))]
+        atomic_write_text(Path(directory) / FILE, json.dumps(rows, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ReportBank | None:
+        """The bank of a checkpoint folder; None when it has none (a checkpoint from before banks)."""
+        path = Path(directory) / FILE
+        if not path.exists():
+            return None
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            return cls({frozenset(r["findings"]): list(r["reports"]) for r in rows},
+                       {frozenset(r["findings"]): int(r["size"]) for r in rows})
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path} is corrupt ({e}); rebuild it with `cxrgen model calibrate` or retrain") from None
+
+
+def bank_for_model(reports: Sequence[str], tokenizer: ReportTokenizer, max_len: int, per_set: int = 8) -> ReportBank:
+    """The bank a checkpoint keeps: training reports the decoder can score and a reader wants to see, that is
+    without [UNK] (every word piece in the vocabulary), within `max_len` tokens, and without a
+    de-identification placeholder such as IU's "XXXX"."""
+    def keep(text: str) -> bool:
+        ids = tokenizer.encode(text)
+        return len(ids) <= max_len and tokenizer.unk_id not in ids and not PLACEHOLDER.search(text)
+
+    return ReportBank.build(reports, label_many(list(reports)), per_set, keep)

@@ -1,0 +1,114 @@
+"""The report bank: training reports by finding set, most typical first; and reranking that offers them to the decoder."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cxrgen.bank import FILE, ReportBank, bank_for_model, consensus_order, finding_set
+from cxrgen.data.tokenizer import ReportTokenizer
+from cxrgen.errors import UserError
+from cxrgen.labeler import CONDITIONS, label_many
+
+NORMAL = ["The heart is normal in size. The lungs are clear.",
+          "The heart is normal in size. The lungs are clear. No pneumothorax.",
+          "Heart size normal. Lungs clear.",
+          "The heart is normal in size. The lungs are clear."]
+EFFUSION = ["Small left pleural effusion. The heart is normal.", "There is a small right pleural effusion."]
+CARDIO = ["The heart is enlarged."]
+
+
+def _bank(reports, **kw) -> ReportBank:
+    return ReportBank.build(reports, label_many(reports), **kw)
+
+
+def test_reports_are_grouped_by_finding_set_most_typical_first():
+    bank = _bank(NORMAL + EFFUSION + CARDIO)
+    assert set(bank.sets) == {frozenset(), frozenset({"Pleural Effusion"}), frozenset({"Cardiomegaly"})}
+    normal = bank.sets[frozenset()]
+    # the repeated wording shares most n-grams with the others; the terse one shares fewest
+    assert normal[0] == NORMAL[0] and normal[-1] == NORMAL[2] and len(normal) == 3  # distinct reports only
+    assert bank.sizes[frozenset()] == 4
+
+
+def test_consensus_order_keeps_the_first_spelling_and_the_cap_keeps_the_best():
+    assert consensus_order(["The lungs are clear.", "the lungs are clear", "Lungs clear."])[0] == "The lungs are clear."
+    assert _bank(NORMAL, per_set=1).sets[frozenset()] == [NORMAL[0]]
+
+
+def test_the_filter_drops_candidates_without_changing_the_order():
+    bank = _bank(NORMAL, keep=lambda r: "No pneumothorax" not in r)
+    assert bank.sets[frozenset()] == [NORMAL[0], NORMAL[2]]
+    assert _bank(EFFUSION + CARDIO, keep=lambda r: "enlarged" not in r).sets.keys() == {frozenset({"Pleural Effusion"})}
+
+
+def test_a_set_the_bank_lacks_gets_the_nearest_one():
+    bank = _bank(NORMAL + EFFUSION + CARDIO)
+    both = frozenset({"Pleural Effusion", "Cardiomegaly"})
+    assert bank.nearest(frozenset({"Cardiomegaly"})) == frozenset({"Cardiomegaly"})
+    # both sets differ by one; Pleural Effusion has more training reports
+    assert bank.nearest(both) == frozenset({"Pleural Effusion"})
+    assert bank.candidates(frozenset({"Edema"})) == bank.sets[frozenset()]
+
+
+def test_save_and_load_round_trip_and_a_corrupt_file_is_one_clear_error(tmp_path):
+    bank = _bank(NORMAL + EFFUSION)
+    bank.save(tmp_path)
+    again = ReportBank.load(tmp_path)
+    assert again.sets == bank.sets and again.sizes == bank.sizes
+    assert ReportBank.load(tmp_path / "nothing") is None
+    (tmp_path / FILE).write_text(json.dumps([{"findings": []}]))
+    with pytest.raises(UserError, match="corrupt"):
+        ReportBank.load(tmp_path)
+    with pytest.raises(UserError, match="empty"):
+        _bank(["x"], keep=lambda r: False)
+
+
+def test_a_model_bank_keeps_no_placeholder_no_unknown_word_and_nothing_too_long():
+    reports = ["The heart is normal.", "XXXX heart is normal.", "The heart is normal, zebra.",
+               "The heart is normal and the lungs are clear and the mediastinum is normal."]
+    tok = ReportTokenizer.build(reports, min_freq=2)  # "zebra" and "mediastinum" appear once: [UNK]
+    bank = bank_for_model(reports, tok, max_len=8)
+    assert bank.sets == {frozenset(): ["The heart is normal."]}
+
+
+def test_finding_set_counts_uncertain_and_leaves_out_no_finding():
+    assert finding_set(label_many(["Possible small effusion. No pneumothorax."])[0]) == frozenset({"Pleural Effusion"})
+    assert finding_set(label_many(["The lungs are clear."])[0]) == frozenset()
+
+
+def test_score_sequences_is_what_beam_search_ranks_by():
+    from cxrgen.decoding import beam_search, score_sequences
+    from cxrgen.models.decoder import DecoderConfig, Memory, TransformerDecoder
+
+    torch.manual_seed(0)
+    dec = TransformerDecoder(DecoderConfig(vocab_size=12, d_model=16, n_layer=1, n_head=2, max_len=10, dropout=0.0)).eval()
+    with torch.no_grad():
+        dec.tok_emb.weight[1] *= 4  # a likelier EOS (tied head): reports that end before max_len
+    memory = Memory(torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool), torch.zeros(2, 14), 4, 1)
+    out = beam_search(dec, memory, bos_id=0, eos_id=1, beam_size=3, max_len=10, length_penalty=0.5)
+    scored = score_sequences(dec, memory, out.sequences, bos_id=0, eos_id=1, length_penalty=0.5)
+    assert [len(s) for s in out.sequences] == [6, 1]  # both ended with EOS before max_len
+    assert scored.tolist() == pytest.approx(out.scores.tolist(), abs=1e-4)
+
+
+def test_reranking_with_a_bank_states_the_called_finding(tmp_path):
+    """A random tiny model writes nothing sensible; with its classifier made to call Cardiomegaly, the bank's
+    report for that set is chosen, and without a bank the draft is one of the model's own beams."""
+    from cxrgen.inference import ReportGenerator
+    from cxrgen.testing import make_tiny_checkpoint
+
+    gen = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path / "m"))
+    assert gen.bank is None
+    cardio = CONDITIONS.index("Cardiomegaly")
+    with torch.no_grad():
+        gen.model.classifier[1].weight.zero_()
+        gen.model.classifier[1].bias.fill_(-10.0)
+        gen.model.classifier[1].bias[cardio] = 10.0
+    image = np.full((64, 64), 128, np.uint8)
+    plain = gen.generate(image, rerank=True)
+    assert plain["calls"] == ["Cardiomegaly"]
+    gen.bank = _bank(["Mild cardiomegaly.", "The heart is normal in size."])
+    drafted = gen.generate(image, rerank=True)
+    assert drafted["report"] == "Mild cardiomegaly."
+    assert gen.generate(image, rerank=False)["report"] == plain["report"]
