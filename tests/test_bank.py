@@ -57,7 +57,7 @@ def test_save_and_load_round_trip_and_a_corrupt_file_is_one_clear_error(tmp_path
     again = ReportBank.load(tmp_path)
     assert again.sets == bank.sets and again.sizes == bank.sizes
     assert ReportBank.load(tmp_path / "nothing") is None
-    (tmp_path / FILE).write_text(json.dumps([{"findings": []}]))
+    (tmp_path / FILE).write_text(json.dumps({"no_finding": True, "sets": [{"findings": []}]}))
     with pytest.raises(UserError, match="corrupt"):
         ReportBank.load(tmp_path)
     with pytest.raises(UserError, match="empty"):
@@ -69,12 +69,15 @@ def test_a_model_bank_keeps_no_placeholder_no_unknown_word_and_nothing_too_long(
                "The heart is normal and the lungs are clear and the mediastinum is normal."]
     tok = ReportTokenizer.build(reports, min_freq=2)  # "zebra" and "mediastinum" appear once: [UNK]
     bank = bank_for_model(reports, tok, max_len=8)
-    assert bank.sets == {frozenset(): ["The heart is normal."]}
+    assert bank.sets == {frozenset({"No Finding"}): ["The heart is normal."]}  # keyed on all 14, as the calls are
 
 
 def test_finding_set_counts_uncertain_and_leaves_out_no_finding():
     assert finding_set(label_many(["Possible small effusion. No pneumothorax."])[0]) == frozenset({"Pleural Effusion"})
     assert finding_set(label_many(["The lungs are clear."])[0]) == frozenset()
+    assert finding_set(label_many(["The lungs are clear."])[0], no_finding=True) == frozenset({"No Finding"})
+    # a finding outside the 14 withholds No Finding: such a report does not answer a call of No Finding
+    assert finding_set(label_many(["Degenerative changes of the spine."])[0], no_finding=True) == frozenset()
 
 
 def test_score_sequences_is_what_beam_search_ranks_by():
@@ -108,7 +111,7 @@ def test_reranking_with_a_bank_states_the_called_finding(tmp_path):
     image = np.full((64, 64), 128, np.uint8)
     plain = gen.generate(image, rerank=True)
     assert plain["calls"] == ["Cardiomegaly"]
-    gen.bank = _bank(["Mild cardiomegaly.", "The heart is normal in size."])
+    gen.bank = _bank(["Mild cardiomegaly.", "The heart is normal in size."], no_finding=True)
     drafted = gen.generate(image, rerank=True)
     assert drafted["report"] == "Mild cardiomegaly."
     assert gen.generate(image, rerank=False)["report"] == plain["report"]

@@ -95,6 +95,8 @@ def test_upload_shows_every_section(server, page, shared_iu, tmp_path):
     assert page.locator("#findings").inner_text().strip()
     assert page.locator("#plain").inner_text().strip()
     assert page.locator("#chart svg g.bar").count() == len(CONDITIONS)
+    agreement = page.locator("#agreement").inner_text()  # the random model's draft and calls, side by side
+    assert "the classifier calls" in agreement or "which the classifier does not call" in agreement
     assert page.locator("#chart").inner_text().count("%") >= len(CONDITIONS)
     assert page.locator("#similar ol.cases li").count() == 3
     for img in ("#frontal-img", "#heatmap", "#lateral-img"):  # decoded, not broken

@@ -61,6 +61,11 @@ def test_report_from_a_png(client):
     assert body["report"].startswith("The heart is enlarged")
     assert "heart" in body["plain"].lower() and body["guard"]["passed"] is True
     assert list(body["probabilities"]) == list(CONDITIONS)
+    # the stand-in calls the six conditions at p >= 0.5 and writes only two findings, one of them uncalled
+    assert body["calls"] == ["Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+                             "Support Devices"]
+    assert body["unstated"] == ["Atelectasis", "Pneumothorax", "Pleural Other", "Fracture", "Support Devices"]
+    assert body["uncalled"] == ["Cardiomegaly"]
     assert body["similar_cases"] is None  # no --clip
     assert body["heatmap"].startswith("data:image/png;base64,")
     assert body["images"]["frontal"].startswith("data:image/jpeg;base64,") and body["images"]["lateral"] is None

@@ -1,7 +1,9 @@
 """The report bank: for each finding set, the training reports that state exactly that set, most typical first.
 
-A finding set is what an image can show: the positive or uncertain CheXpert observations of a
-report, No Finding excluded (it follows from the rest). Within a set, reports are ordered by
+A finding set is the positive or uncertain CheXpert observations of a report. The finding-oracle
+keys on what an image can show (No Finding left out); a model's bank keys on all 14, No Finding
+included, as the classifier calls them: a report that mentions a finding outside the 14, such as
+degenerative changes of the spine, has no No Finding, and it should not answer a call of No Finding. Within a set, reports are ordered by
 consensus, their BLEU-4 against the set's other training reports, so the first is the set's most
 typical wording. Two users:
 
@@ -35,9 +37,10 @@ _logger = logging.getLogger(__name__)
 FILE = "bank.json"
 
 
-def finding_set(labels) -> frozenset[str]:
-    """What an image shows: the positive or uncertain observations, No Finding excluded."""
-    return frozenset(c for c in CONDITIONS if c != "No Finding" and labels.get(c) in (1, -1))
+def finding_set(labels, no_finding: bool = False) -> frozenset[str]:
+    """The positive or uncertain observations of a report. Without `no_finding`, what an image shows:
+    No Finding left out, as it follows from the rest."""
+    return frozenset(c for c in CONDITIONS if (no_finding or c != "No Finding") and labels.get(c) in (1, -1))
 
 
 class ConstantBleu:
@@ -91,19 +94,19 @@ def consensus_order(reports: Sequence[str]) -> list[str]:
 class ReportBank:
     """Finding set -> up to `per_set` training reports, most typical first."""
 
-    def __init__(self, sets: dict[frozenset[str], list[str]], sizes: dict[frozenset[str], int]):
+    def __init__(self, sets: dict[frozenset[str], list[str]], sizes: dict[frozenset[str], int], no_finding: bool):
         if not sets:
             raise UserError("the report bank is empty: no training report was kept")
-        self.sets, self.sizes = sets, sizes
+        self.sets, self.sizes, self.no_finding = sets, sizes, no_finding
 
     @classmethod
     def build(cls, reports: Sequence[str], labels: Iterable[dict], per_set: int = 8,
-              keep: Callable[[str], bool] | None = None) -> ReportBank:
-        """Group `reports` by the finding set of their `labels`; `keep(text)` filters candidates (the
+              keep: Callable[[str], bool] | None = None, no_finding: bool = False) -> ReportBank:
+        """Group `reports` by the `finding_set(labels, no_finding)`; `keep(text)` filters candidates (the
         consensus order is computed over all of a set's reports, so the filter never changes it)."""
         groups: dict[frozenset[str], list[str]] = defaultdict(list)
         for text, lab in zip(reports, labels):
-            groups[finding_set(lab)].append(text)
+            groups[finding_set(lab, no_finding)].append(text)
         sets, sizes = {}, {}
         for key, members in groups.items():
             kept = [r for r in consensus_order(members) if keep is None or keep(r)][:per_set]
@@ -111,7 +114,7 @@ class ReportBank:
                 sets[key], sizes[key] = kept, len(members)
         _logger.info("report bank: %d finding sets from %d reports (%d sets had no report kept)",
                      len(sets), len(reports), len(groups) - len(sets))
-        return cls(sets, sizes)
+        return cls(sets, sizes, no_finding)
 
     def nearest(self, findings: frozenset[str]) -> frozenset[str]:
         """`findings` itself when the bank has it, else the set that differs in the fewest observations
@@ -127,7 +130,7 @@ class ReportBank:
     def save(self, directory: str | Path) -> None:
         rows = [{"findings": sorted(k), "reports": v, "size": self.sizes[k]}
                 for k, v in sorted(self.sets.items(), key=lambda kv: (len(kv[0]), sorted(kv[0])))]
-        atomic_write_text(Path(directory) / FILE, json.dumps(rows, indent=1))
+        atomic_write_text(Path(directory) / FILE, json.dumps({"no_finding": self.no_finding, "sets": rows}, indent=1))
 
     @classmethod
     def load(cls, directory: str | Path) -> ReportBank | None:
@@ -136,19 +139,21 @@ class ReportBank:
         if not path.exists():
             return None
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            rows = saved["sets"]
             return cls({frozenset(r["findings"]): list(r["reports"]) for r in rows},
-                       {frozenset(r["findings"]): int(r["size"]) for r in rows})
+                       {frozenset(r["findings"]): int(r["size"]) for r in rows}, bool(saved["no_finding"]))
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path} is corrupt ({e}); rebuild it with `cxrgen model calibrate` or retrain") from None
 
 
 def bank_for_model(reports: Sequence[str], tokenizer: ReportTokenizer, max_len: int, per_set: int = 8) -> ReportBank:
-    """The bank a checkpoint keeps: training reports the decoder can score and a reader wants to see, that is
+    """The bank a checkpoint keeps, keyed on all 14 observations as the classifier calls them: training reports
+    the decoder can score and a reader wants to see, that is
     without [UNK] (every word piece in the vocabulary), within `max_len` tokens, and without a
     de-identification placeholder such as IU's "XXXX"."""
     def keep(text: str) -> bool:
         ids = tokenizer.encode(text)
         return len(ids) <= max_len and tokenizer.unk_id not in ids and not PLACEHOLDER.search(text)
 
-    return ReportBank.build(reports, label_many(list(reports)), per_set, keep)
+    return ReportBank.build(reports, label_many(list(reports)), per_set, keep, no_finding=True)

@@ -54,10 +54,11 @@ def views_to_tensor(frontals: list[np.ndarray], laterals: list[np.ndarray | None
 
 
 def agreement(texts: list[str], called: frozenset[str]) -> list[float]:
-    """Per text, F1 between the finding set the labeler reads in it and `called` (1 when both are empty)."""
+    """Per text, F1 between the observations the labeler reads in it (present or uncertain, No Finding
+    included) and `called` (1 when both are empty)."""
     out = []
     for labels in label_many(texts):
-        said = finding_set(labels)
+        said = finding_set(labels, no_finding=True)
         out.append(1.0 if not said and not called else 2 * len(said & called) / (len(said) + len(called)))
     return out
 
@@ -87,12 +88,16 @@ class ReportGenerator:
                        length_penalty: float | None = None, rerank: bool | None = None,
                        return_attention: bool = True) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
-        "attention": (h, w) array or None, "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
+        "unstated": [...], "uncalled": [...], "attention": (h, w) array or None,
+        "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
 
         `calls` are the conditions the classifier calls present at its tuned thresholds (what the
-        decoder's label states say). The attention map is the last decoder layer's cross-attention over the frontal view's
-        patches, averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per
-        view given (frontal first), None when the checkpoint has no training statistics.
+        decoder's label states say). Where draft and calls disagree, `unstated` lists the called findings
+        that the draft does not state, `uncalled` the findings the draft states (present or uncertain, by
+        the labeler) that the classifier does not call; No Finding counts as one of the 14 in both.
+        The attention map is the last decoder layer's cross-attention over the frontal view's patches,
+        averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per view given
+        (frontal first), None when the checkpoint has no training statistics.
         """
         laterals = laterals if laterals is not None else [None] * len(frontals)
         images, view_mask = views_to_tensor(frontals, laterals, self.config.model.image_size)
@@ -111,16 +116,21 @@ class ReportGenerator:
         if dc.rerank if rerank is None else rerank:
             sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called, dc.length_penalty
                                      if length_penalty is None else length_penalty)
+        reports = [self.tokenizer.decode(ids) for ids in sequences]
         results = []
-        for i, ids in enumerate(sequences):
+        for i, (report, labels) in enumerate(zip(reports, label_many(reports))):
             att = None  # the top beam's, also when reranking kept another
             if out.attention is not None:
                 side = math.isqrt(memory.n_patches)
                 a = out.attention[i, memory.prefix:memory.prefix + memory.n_patches].float().cpu().numpy()
                 att = (a / max(a.max(), 1e-12)).reshape(side, side).astype(np.float32)
-            results.append({"report": self.tokenizer.decode(ids),
+            calls = [c for c, on in zip(CONDITIONS, called[i]) if on]
+            stated = finding_set(labels, no_finding=True)
+            results.append({"report": report,
                             "probabilities": {c: float(p) for c, p in zip(CONDITIONS, probs[i])},
-                            "calls": [c for c, on in zip(CONDITIONS, called[i]) if on],
+                            "calls": calls,
+                            "unstated": [c for c in calls if c not in stated],
+                            "uncalled": [c for c in CONDITIONS if c in stated and c not in calls],
                             "attention": att, "ood": verdicts[i] if verdicts is not None else None})
         return results
 
@@ -128,23 +138,18 @@ class ReportGenerator:
         """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`); the
         decoder's length-normalised score breaks ties. Candidates: the decoder's beams, plus, with a bank,
         the training reports of the called finding set (or the nearest set the bank has)."""
-        cands = []
-        for study_beams, on in zip(beams, called):
-            cands.append(list(study_beams))
-            if self.bank is not None:
-                wanted = frozenset(c for c, o in zip(CONDITIONS, on) if o and c != "No Finding")
-                cands[-1] += [self._encode_bank(t) for t in self.bank.candidates(wanted) if self._encode_bank(t) not in study_beams]
+        wanted = [frozenset(c for c, on in zip(CONDITIONS, row) if on) for row in called]
+        cands = [list(b) for b in beams]
+        if self.bank is not None:
+            for c, w in zip(cands, wanted):
+                c += [ids for ids in map(self._encode_bank, self.bank.candidates(w)) if ids not in c]
         rows = [i for i, c in enumerate(cands) for _ in c]
-        flat = [seq for c in cands for seq in c]
-        scores = score_sequences(self.model.decoder, memory.select(rows), flat, self.tokenizer.bos_id,
-                                 self.tokenizer.eos_id, length_penalty).tolist()
+        scores = score_sequences(self.model.decoder, memory.select(rows), [seq for c in cands for seq in c],
+                                 self.tokenizer.bos_id, self.tokenizer.eos_id, length_penalty).tolist()
         chosen, start = [], 0
-        for c, on in zip(cands, called):
-            texts = [self.tokenizer.decode(seq) for seq in c]
-            wanted = frozenset(name for name, o in zip(CONDITIONS, on) if o and name != "No Finding")
-            agree = agreement(texts, wanted)
-            best = max(range(len(c)), key=lambda k: (agree[k], scores[start + k]))
-            chosen.append(c[best])
+        for c, w in zip(cands, wanted):
+            agree = agreement([self.tokenizer.decode(seq) for seq in c], w)
+            chosen.append(c[max(range(len(c)), key=lambda k: (agree[k], scores[start + k]))])
             start += len(c)
         return chosen
 

@@ -174,7 +174,8 @@ class StandInGenerator:
                      "cxrgen_version": "0.1.0"}
 
     def generate_batch(self, frontals, laterals):
-        from cxrgen.labeler import CONDITIONS
+        from cxrgen.bank import finding_set
+        from cxrgen.labeler import CONDITIONS, label_many
 
         if self.fail:
             raise RuntimeError("boom")
@@ -184,8 +185,12 @@ class StandInGenerator:
             mean = float(f.mean()) / 255
             report = "The heart is enlarged. Small left pleural effusion." if mean > 0.5 else \
                 "The lungs are clear. No pleural effusion or pneumothorax."
+            probs = {c: mean * (i + 1) / len(CONDITIONS) for i, c in enumerate(CONDITIONS)}
+            calls, stated = [c for c, p in probs.items() if p >= 0.5], finding_set(label_many([report])[0], no_finding=True)
             outs.append({"report": report + (" Lateral view seen." if lat is not None else ""),
-                         "probabilities": {c: mean * (i + 1) / len(CONDITIONS) for i, c in enumerate(CONDITIONS)},
+                         "probabilities": probs, "calls": calls,
+                         "unstated": [c for c in calls if c not in stated],
+                         "uncalled": [c for c in CONDITIONS if c in stated and c not in calls],
                          "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32),
                          "ood": [{"view": view, "score": round(float(im.std()) / 8, 4), "threshold": 4.0,
                                   "flag": float(im.std()) / 8 > 4.0}

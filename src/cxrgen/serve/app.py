@@ -86,6 +86,12 @@ class ReportOut(BaseModel):
     guard: dict[str, Any] = Field(description="consistency check of the plain version against the report")
     plain_note: str = Field(description="the note that goes with the plain version")
     probabilities: dict[str, float] = Field(description="the 14 CheXpert findings, in CheXpert order")
+    calls: list[str] = Field(description="the findings the classifier calls present, each at its own threshold "
+                                         "(tuned on the validation split), not at 0.5")
+    unstated: list[str] = Field(description="called findings that the draft does not state; "
+                                            "empty when draft and calls agree")
+    uncalled: list[str] = Field(description="findings the draft states (present or uncertain) that the "
+                                            "classifier does not call; empty when draft and calls agree")
     similar_cases: list[SimilarCase] | None = Field(description="nearest training cases; null without --clip")
     heatmap: str | None = Field(description="PNG data URL (transparent) of the decoder's cross-attention "
                                             "over the frontal view, same size as images.frontal")
@@ -261,6 +267,7 @@ def _compose(s: Services, views: dict[str, np.ndarray], result: Result, read_s: 
     return ReportOut(
         report=out["report"], plain=simple.plain, guard=simple.guard, plain_note=simple.note,
         probabilities={k: float(v) for k, v in out["probabilities"].items()},
+        calls=out.get("calls", []), unstated=out.get("unstated", []), uncalled=out.get("uncalled", []),
         similar_cases=out["similar_cases"],
         heatmap=render.heatmap(attention, size) if attention is not None else None,
         images=Images(frontal=frontal, lateral=lateral),

@@ -77,14 +77,14 @@ function el(tag, attrs = {}, text = "") {
 }
 
 // Horizontal bar chart of the 14 probabilities, in plain SVG.
-function drawChart(probabilities) {
+function drawChart(probabilities, calls) {
   const entries = Object.entries(probabilities);
   const row = 24, labelW = 215, barW = 260, width = labelW + barW + 50;
   const svg = el("svg:svg", { viewBox: `0 0 ${width} ${entries.length * row + 22}`, role: "img",
     "aria-label": "finding probabilities" });
   entries.forEach(([name, p], i) => {
     const y = i * row;
-    const g = el("svg:g", { class: p >= 0.5 ? "bar high" : "bar" });
+    const g = el("svg:g", { class: calls.includes(name) ? "bar high" : "bar" });
     g.append(el("svg:text", { x: labelW - 8, y: y + 16, "text-anchor": "end", class: "label" }, name));
     g.append(el("svg:rect", { x: labelW, y: y + 4, width: barW, height: row - 8, class: "track", rx: 3 }));
     g.append(el("svg:rect", { x: labelW, y: y + 4, width: Math.max(1, p * barW), height: row - 8, class: "fill", rx: 3 }));
@@ -92,9 +92,6 @@ function drawChart(probabilities) {
     g.append(el("svg:title", {}, `${name}: ${(p * 100).toFixed(1)}%`));
     svg.append(g);
   });
-  const x50 = labelW + barW / 2, bottom = entries.length * row;
-  svg.append(el("svg:line", { x1: x50, x2: x50, y1: 0, y2: bottom, class: "threshold" }));
-  svg.append(el("svg:text", { x: x50, y: bottom + 16, "text-anchor": "middle", class: "axis" }, "50%"));
   $("chart").replaceChildren(svg);
 }
 
@@ -113,6 +110,16 @@ function drawSimilar(cases) {
     list.append(item);
   }
   box.replaceChildren(cases.length ? list : el("p", { class: "note" }, "No similar cases found."));
+}
+
+// Whether the draft states what the classifier calls; where it does not, say which findings differ.
+function drawAgreement(data) {
+  const parts = [];
+  if (data.unstated.length) parts.push(`The classifier calls ${data.unstated.join(", ")}, which the draft does not state.`);
+  if (data.uncalled.length) parts.push(`The draft states ${data.uncalled.join(", ")}, which the classifier does not call.`);
+  $("agreement").textContent = parts.length ? parts.join(" ") + " Read the draft and the probabilities with care."
+    : "The draft states the findings the classifier calls, and no others.";
+  $("agreement").className = "guard " + (parts.length ? "bad" : "good");
 }
 
 function drawGuard(guard) {
@@ -144,7 +151,8 @@ function show(data) {
   $("plain").textContent = data.plain;
   $("plain-note").textContent = data.plain_note;
   drawGuard(data.guard || {});
-  drawChart(data.probabilities);
+  drawAgreement(data);
+  drawChart(data.probabilities, data.calls);
   drawSimilar(data.similar_cases);
   drawOod(data.ood);
   const t = data.timing;
