@@ -533,6 +533,18 @@ def gloss(sentence: str) -> str:
     return _finish(_glossary_regex().sub(repl, sentence))
 
 
+def unexplained(plain: str, is_jargon: Callable[[str], bool]) -> list[str]:
+    """The words of a plain text, outside brackets, that `is_jargon` flags and nothing explains: a word
+    counts as explained by a bracket right after it, or right after the glossary term it is part of. In
+    "pleural effusion (fluid around the lung)" both words are explained, in "atelectasis in the left lung
+    (partly deflated lung)" none is. Words are lower case, hyphenated ones whole."""
+    explained = [m.span() for m in _glossary_regex().finditer(plain) if re.match(r"\s*\(", plain[m.end():])]
+    outside = re.sub(r"\([^()]*\)", lambda m: " " * len(m.group()), plain)
+    return [m.group() for m in re.finditer(r"(?<![\w'-])[a-z]+(?:-[a-z]+)*(?![\w'-])", outside.lower())
+            if is_jargon(m.group()) and not re.match(r"\s*\(", plain[m.end():])
+            and not any(a <= m.start() and m.end() <= b for a, b in explained)]
+
+
 class Seq2SeqRewriter:
     """A local Hugging Face seq2seq model (e.g. BART or T5 fine-tuned for simplification).
 
