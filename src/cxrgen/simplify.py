@@ -357,7 +357,7 @@ def _plain_phrase(entry: GlossEntry, matched: str, before: str) -> str:
     around the lung (pleural effusion)"."""
     plain = entry.plain if _article_ok(before) else _bare(entry.plain)
     named = entry.kind in ("finding", "device") and _read_differently(entry.term)
-    return f"{plain} ({matched.lower()})" if named else plain
+    return f"{plain} ({matched if matched.isupper() else matched.lower()})" if named else plain
 
 
 def _finish(text: str) -> str:
