@@ -65,6 +65,11 @@ def rerank_by_calls(texts: list[str], candidates: list, calls: np.ndarray):
     return candidates[best]
 
 
+def refused(ood: list[dict]) -> dict:
+    """The result for a study that is not decoded because a view is flagged as unlike the training images."""
+    return {"report": None, "probabilities": None, "calls": None, "attention": None, "ood": ood}
+
+
 class ReportGenerator:
     """Inference wrapper: numpy images in, report + finding probabilities + attention map out."""
 
@@ -86,21 +91,33 @@ class ReportGenerator:
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
                        beam_size: int | None = None, max_len: int | None = None,
                        length_penalty: float | None = None, rerank: bool | None = None,
-                       return_attention: bool = True) -> list[dict]:
+                       return_attention: bool = True, skip_flagged: bool = False) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
         "attention": (h, w) array or None, "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
 
         `calls` are the conditions the classifier calls present at its tuned thresholds (what the
         decoder's label states say). The attention map is the last decoder layer's cross-attention over the frontal view's
         patches, averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per
-        view given (frontal first), None when the checkpoint has no training statistics.
+        view given (frontal first), None when the checkpoint has no training statistics. With
+        `skip_flagged`, a study with a flagged view is not decoded: its dict is `refused(ood)`, report None.
         """
         laterals = laterals if laterals is not None else [None] * len(frontals)
         images, view_mask = views_to_tensor(frontals, laterals, self.config.model.image_size)
         images, view_mask = images.to(self.device), view_mask.to(self.device)
         tokens = self.model.encode_views(images, view_mask)
+        verdicts = self.ood.verdicts(pool(tokens), view_mask) if self.ood is not None else [None] * len(frontals)
+        skip = [skip_flagged and any(v["flag"] for v in verdict or []) for verdict in verdicts]
+        keep = [i for i, s in enumerate(skip) if not s]
+        if len(keep) < len(skip):  # the verdict needs only the encoder: decode the others alone
+            tokens, view_mask = tokens[keep], view_mask[keep]
+        drafts = iter(self._decode(tokens, view_mask, beam_size, max_len, length_penalty, rerank, return_attention)
+                      if keep else [])
+        return [refused(verdict) if s else {**next(drafts), "ood": verdict} for s, verdict in zip(skip, verdicts)]
+
+    def _decode(self, tokens: torch.Tensor, view_mask: torch.Tensor, beam_size: int | None, max_len: int | None,
+                length_penalty: float | None, rerank: bool | None, return_attention: bool) -> list[dict]:
+        """Encoder tokens (B, 2, N, C) -> each study's report, probabilities, calls and attention."""
         memory = self.model.memory_from_features(tokens, view_mask)
-        verdicts = self.ood.verdicts(pool(tokens), view_mask) if self.ood is not None else None
         dc = self.config.decode
         out = generate(self.model.decoder, memory, self.tokenizer.bos_id, self.tokenizer.eos_id,
                        beam_size=beam_size or dc.beam_size, max_len=max_len or dc.max_len,
@@ -121,8 +138,7 @@ class ReportGenerator:
                 att = (a / max(a.max(), 1e-12)).reshape(side, side).astype(np.float32)
             results.append({"report": self.tokenizer.decode(ids),
                             "probabilities": {c: float(p) for c, p in zip(CONDITIONS, probs[i])},
-                            "calls": [c for c, on in zip(CONDITIONS, called[i]) if on],
-                            "attention": att, "ood": verdicts[i] if verdicts is not None else None})
+                            "calls": [c for c, on in zip(CONDITIONS, called[i]) if on], "attention": att})
         return results
 
     def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:
