@@ -426,7 +426,7 @@ def _reorder(sentence: str) -> str:
         whole = _glossary_regex().match(sentence, m.start())
         if whole and whole.end() > m.end("adj"):  # part of a longer term ("calcified granuloma"): keep it
             return m.group()
-        return f"{m['noun']} {m['adj']}"
+        return f"{m['noun']} {m['adj'].lower()}"  # "Calcified lymph nodes" -> "lymph nodes calcified"
     sentence = _after_regex().sub(adjective, sentence)
     return _reorder_regex().sub(side, sentence)
 
