@@ -247,6 +247,11 @@ CONVENTIONS = [
 ]
 
 
+# Plain words of the glossary that wordfreq ranks low but a lay reader knows.
+EVERYDAY = {"hazy", "deflated", "glands", "breastbone", "halves", "unbroken", "spotty", "windpipe", "collarbone",
+            "thickened"}
+
+
 @pytest.fixture(scope="module")
 def jargon():
     """A word outside a general-audience word list (wordfreq, as scripts/simplify_terms.py uses)."""
@@ -256,11 +261,6 @@ def jargon():
         return (word not in kept_terms() and word not in EVERYDAY
                 and any(wordfreq.zipf_frequency(p, "en") < 3.5 for p in word.split("-")))
     return is_jargon
-
-
-# Plain words of the glossary that wordfreq ranks low but a lay reader knows.
-EVERYDAY = {"hazy", "deflated", "glands", "breastbone", "halves", "unbroken", "spotty", "windpipe", "collarbone",
-            "thickened"}
 
 
 @pytest.mark.parametrize("sentence,gone,present", CONVENTIONS)
