@@ -213,6 +213,7 @@ def _drop_restatements(text: str) -> str:
     return re.sub(r"\s*\(([^()]*)\)", bracket, text)
 
 
+@lru_cache(maxsize=4096)  # the original sentence is read once per candidate rewrite
 def _reading(text: str) -> tuple[tuple, frozenset]:
     """What the guard compares of the labeler's reading: labels and sides of the text read as terms."""
     return _labels_and_sides(read_as_terms(text))
