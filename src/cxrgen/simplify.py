@@ -590,7 +590,7 @@ def _sentence(original: str, rewriter: Rewriter) -> SentenceResult:
     text = fill_gaps(original)
     if not re.search(r"[A-Za-z]{2,}", text.replace(_HIDDEN, "")):
         return SentenceResult(original, "(This sentence was hidden for privacy.)", "hidden", True)
-    if _reading(text) != _reading(original):  # dropping a gap changed the reading: mark every gap
+    if _signature(text) != _signature(original):  # dropping a gap changed what the guard reads: mark every gap
         text = fill_gaps(original, drop=False)
     candidates = rewriter(text)
     first_diffs: list[str] = []
