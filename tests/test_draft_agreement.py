@@ -33,6 +33,11 @@ def test_prediction_rows_keep_calls_and_refuse_bad_ones(tmp_path):
     path.write_text(json.dumps({"id": "a", "report": "x", "calls": "Edema"}) + "\n")
     with pytest.raises(UserError, match='"calls" must be a list'):
         read_prediction_rows(path)
+    path.write_text(json.dumps({"id": "a", "report": "", "refused": "ood"}) + "\n")
+    assert read_prediction_rows(path)["a"]["refused"] == "ood"
+    path.write_text(json.dumps({"id": "a", "report": "x", "refused": "ood"}) + "\n")  # a refusal has no draft
+    with pytest.raises(UserError, match='"refused" must give the reason as a string and an empty report'):
+        read_prediction_rows(path)
 
 
 @pytest.mark.slow  # starts the METEOR JVM

@@ -1,4 +1,5 @@
 """The OOD check: statistics fitted per view, stored in the checkpoint, a verdict on every prediction."""
+import io
 import json
 
 import numpy as np
@@ -97,16 +98,72 @@ def test_calibrate_command_and_card(manifest, tmp_path):
     assert code == 2 and "between 0 and 1" in err
 
 
-def test_split_output_carries_the_verdict_and_counts_flags(calibrated, manifest, tmp_path):
+@pytest.fixture(scope="module")
+def mixed(manifest, tmp_path_factory):
+    """The tiny manifest (whose images `calibrated` flags) with ramps, which it does not flag, for s0-s2."""
+    import shutil
+
+    root = shutil.copytree(manifest.parent, tmp_path_factory.mktemp("mixed") / "data")
+    for i, (front, lat) in enumerate(ramp_pairs(3, 6)):
+        Image.fromarray(front).save(root / f"{i}_f.png")
+        Image.fromarray(lat).save(root / f"{i}_l.png")
+    return root / manifest.name
+
+
+def test_split_output_carries_the_verdict_and_counts_flags(calibrated, mixed, tmp_path):
     out_path = tmp_path / "p.jsonl"
-    code, out, _ = run_cli(["generate", "--model", str(calibrated), "--data", f"manifest:{manifest}",
+    code, out, _ = run_cli(["generate", "--model", str(calibrated), "--data", f"manifest:{mixed}",
                             "--split", "train", "--output", str(out_path)])
     rows = [json.loads(line) for line in out_path.read_text().splitlines()]
     n_flagged = sum(any(v["flag"] for v in r["ood"]) for r in rows)
     assert code == 0 and len(rows) == 10 and f"{n_flagged} of 10 studies flagged" in out
-    code, out, _ = run_cli(["generate", "--model", str(calibrated), "--data", f"manifest:{manifest}",
+    assert 0 < n_flagged < 10  # the ramps are not flagged, the others are
+
+
+@pytest.mark.slow  # the METEOR JVM
+def test_refused_studies_are_rows_that_eval_counts_and_scores_as_empty(calibrated, mixed, tmp_path, monkeypatch):
+    from cxrgen import inference
+
+    decoded = []  # studies that reached the decoder
+    decode = inference.generate
+    monkeypatch.setattr(inference, "generate", lambda dec, memory, *a, **k: decoded.append(len(memory.tokens))
+                        or decode(dec, memory, *a, **k))
+    out_path = tmp_path / "preds.jsonl"
+    code, out, _ = run_cli(["generate", "--model", str(calibrated), "--data", f"manifest:{mixed}",
                             "--split", "train", "--output", str(out_path), "--refuse-ood"])
-    assert code == 0 and len(out_path.read_text().splitlines()) == 10 - n_flagged
+    rows = [json.loads(line) for line in out_path.read_text().splitlines()]
+    refused = [r for r in rows if "refused" in r]
+    assert code == 0 and len(rows) == 10 and 0 < len(refused) < 10 and '"refused": "ood"' in out
+    assert all(r["refused"] == "ood" and r["report"] == "" and any(v["flag"] for v in r["ood"]) for r in refused)
+    assert all(r["report"] and not any(v["flag"] for v in r["ood"]) for r in rows if "refused" not in r)
+    assert sum(decoded) == 10 - len(refused)  # a refused study is never decoded
+    code, out, err = run_cli(["eval", "--predictions", str(out_path), "--dataset", f"manifest:{mixed}",
+                              "--split", "train", "--output", str(tmp_path / "eval"), "--bootstrap", "10"])
+    assert code == 0, err
+    assert f"No draft (refused), scored as an empty report: preds {len(refused)} of 10 studies." in out
+    samples = (tmp_path / "eval" / "per_sample.csv").read_text()
+    assert samples.count("\n") == 11  # every study scored, the refused ones too
+
+
+def test_the_server_refuses_a_flagged_image_without_decoding_it(calibrated, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from cxrgen import inference
+    from cxrgen.serve.app import create_app
+    from cxrgen.testing import png
+
+    decoded = []
+    decode = inference.generate
+    monkeypatch.setattr(inference, "generate", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    front, _ = next(ramp_pairs(1, 6))
+    ramp = io.BytesIO()
+    Image.fromarray(front).save(ramp, format="PNG")
+    with TestClient(create_app(ReportGenerator.from_pretrained(calibrated), refuse_ood=True)) as c:
+        r = c.post("/v1/reports", files={"frontal": ("f.png", png(width=128, height=128, noise=True))})
+        assert r.status_code == 422 and "unlike the images this model was trained on" in r.json()["detail"]
+        assert not decoded
+        r = c.post("/v1/reports", files={"frontal": ("f.png", ramp.getvalue())})
+        assert r.status_code == 200 and r.json()["report"] is not None and decoded == [1]
 
 
 def test_record_metrics_puts_the_eval_result_in_the_card(tmp_path):

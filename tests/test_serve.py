@@ -300,9 +300,11 @@ def test_every_report_carries_the_ood_verdict_and_refuse_ood_answers_422(generat
         assert noisy.status_code == 200 and noisy.json()["ood"][0]["flag"] and noisy.json()["report"]
     with TestClient(create_app(generator, model_name="stand-in", refuse_ood=True)) as c:
         assert post(c, frontal=png(value=220)).status_code == 200
+        decoded = generator.decoded
         r = post(c, frontal=png(noise=True))
         assert r.status_code == 422 and r.json()["detail"].startswith(
             "This image is unlike the images this model was trained on") and "frontal view" in r.json()["detail"]
+        assert generator.decoded == decoded  # refused before any report was written
 
 
 def test_model_card(generator, tiny_model):

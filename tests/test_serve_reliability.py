@@ -21,10 +21,10 @@ class SlowGenerator(StandInGenerator):
         super().__init__()
         self.gate, self.entered = threading.Event(), threading.Event()
 
-    def generate_batch(self, frontals, laterals):
+    def generate_batch(self, frontals, laterals, skip_flagged=False):
         self.entered.set()
         assert self.gate.wait(60)
-        return super().generate_batch(frontals, laterals)
+        return super().generate_batch(frontals, laterals, skip_flagged)
 
 
 def test_health_and_simplify_answer_while_the_model_is_busy():

@@ -63,6 +63,12 @@ def agreement(texts: list[str], called: frozenset[str]) -> list[float]:
     return out
 
 
+def refused(ood: list[dict]) -> dict:
+    """The result for a study that is not decoded because a view is flagged as unlike the training images."""
+    return {"report": None, "probabilities": None, "calls": None, "unstated": None, "uncalled": None,
+            "attention": None, "ood": ood}
+
+
 class ReportGenerator:
     """Inference wrapper: numpy images in, report + finding probabilities + attention map out."""
 
@@ -86,7 +92,7 @@ class ReportGenerator:
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
                        beam_size: int | None = None, max_len: int | None = None,
                        length_penalty: float | None = None, rerank: bool | None = None,
-                       return_attention: bool = True) -> list[dict]:
+                       return_attention: bool = True, skip_flagged: bool = False) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
         "unstated": [...], "uncalled": [...], "attention": (h, w) array or None,
         "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
@@ -97,14 +103,26 @@ class ReportGenerator:
         the labeler) that the classifier does not call; No Finding counts as one of the 14 in both.
         The attention map is the last decoder layer's cross-attention over the frontal view's patches,
         averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per view given
-        (frontal first), None when the checkpoint has no training statistics.
+        (frontal first), None when the checkpoint has no training statistics. With
+        `skip_flagged`, a study with a flagged view is not decoded: its dict is `refused(ood)`, report None.
         """
         laterals = laterals if laterals is not None else [None] * len(frontals)
         images, view_mask = views_to_tensor(frontals, laterals, self.config.model.image_size)
         images, view_mask = images.to(self.device), view_mask.to(self.device)
         tokens = self.model.encode_views(images, view_mask)
+        verdicts = self.ood.verdicts(pool(tokens), view_mask) if self.ood is not None else [None] * len(frontals)
+        skip = [skip_flagged and any(v["flag"] for v in verdict or []) for verdict in verdicts]
+        keep = [i for i, s in enumerate(skip) if not s]
+        if len(keep) < len(skip):  # the verdict needs only the encoder: decode the others alone
+            tokens, view_mask = tokens[keep], view_mask[keep]
+        drafts = iter(self._decode(tokens, view_mask, beam_size, max_len, length_penalty, rerank, return_attention)
+                      if keep else [])
+        return [refused(verdict) if s else {**next(drafts), "ood": verdict} for s, verdict in zip(skip, verdicts)]
+
+    def _decode(self, tokens: torch.Tensor, view_mask: torch.Tensor, beam_size: int | None, max_len: int | None,
+                length_penalty: float | None, rerank: bool | None, return_attention: bool) -> list[dict]:
+        """Encoder tokens (B, 2, N, C) -> each study's report, probabilities, calls and attention."""
         memory = self.model.memory_from_features(tokens, view_mask)
-        verdicts = self.ood.verdicts(pool(tokens), view_mask) if self.ood is not None else None
         dc = self.config.decode
         out = generate(self.model.decoder, memory, self.tokenizer.bos_id, self.tokenizer.eos_id,
                        beam_size=beam_size or dc.beam_size, max_len=max_len or dc.max_len,
@@ -131,7 +149,7 @@ class ReportGenerator:
                             "calls": calls,
                             "unstated": [c for c in calls if c not in stated],
                             "uncalled": [c for c in CONDITIONS if c in stated and c not in calls],
-                            "attention": att, "ood": verdicts[i] if verdicts is not None else None})
+                            "attention": att})
         return results
 
     def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray, length_penalty: float) -> list[list[int]]:

@@ -127,7 +127,8 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
 
 def read_prediction_rows(path: str | Path) -> dict[str, dict]:
     """{id: row} from a JSONL file of {"id": ..., "report": ...} lines (what `cxrgen generate` writes;
-    its rows may also carry "calls", the conditions the model's classifier called)."""
+    its rows may also carry "calls", the conditions the model's classifier called, and "refused", why no
+    draft was written for that study: its report is then empty)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"predictions file not found: {path}")
@@ -137,6 +138,8 @@ def read_prediction_rows(path: str | Path) -> dict[str, dict]:
             raise UserError(f'{path}:{n}: each line must be {{"id": "...", "report": "..."}}')
         if "calls" in row and not (isinstance(row["calls"], list) and all(isinstance(c, str) for c in row["calls"])):
             raise UserError(f'{path}:{n}: "calls" must be a list of condition names')
+        if "refused" in row and not (isinstance(row["refused"], str) and row["report"] == ""):
+            raise UserError(f'{path}:{n}: a row with "refused" must give the reason as a string and an empty report')
         sid = str(row["id"])
         if sid in rows:
             raise UserError(f"{path}:{n}: duplicate id {sid!r}")

@@ -10,10 +10,11 @@ one sentence of output.
 
 The glossary (resources/glossary.json) holds phrase rules for report conventions ("negative for"
 -> "no", "interval development of X" -> "X, new since the last X-ray"), applied first, and maps
-radiology terms to plain words. Where the labeler reads the plain words differently from the
-term (it does not know "fluid around the lung"), the term is kept in brackets after them,
-"fluid around the lung (pleural effusion)", so the finding stays visible to the labeler and to
-the patient, who can ask about it by name.
+radiology terms to plain words. The labeler knows report words, not plain ones ("fluid around the
+lung"), so the guard reads a rewrite through the glossary (`read_as_terms`): plain phrases are put
+back as their terms and brackets that only restate a term are dropped, then the labeler reads it. A
+finding still keeps its name in brackets, "fluid around the lung (pleural effusion)", so the patient
+can ask about it by name.
 
 Example:
     >>> r = simplify("Mild cardiomegaly. No pneumothorax or pleural effusion.")
@@ -128,24 +129,104 @@ def _glossary_regex() -> re.Pattern:
 
 
 @lru_cache(maxsize=1)
+def _term_at_end() -> re.Pattern:
+    return re.compile(_glossary_regex().pattern + r"$", re.IGNORECASE)
+
+
+@lru_cache(maxsize=1)
 def _by_term() -> dict[str, GlossEntry]:
     return {e.term: e for e in load_glossary()}
 
 
-def _reading(text: str) -> tuple[tuple, frozenset]:
-    """What the labeler takes from a text: the 14 labels and every (observation, side) pair."""
+def _labels_and_sides(text: str) -> tuple[tuple, frozenset]:
+    """What the labeler takes from a text as written: the 14 labels and every (observation, side) pair."""
     labels = labeler.label(text)
     sides = frozenset((m.observation, m.laterality) for m in labeler.mentions(text))
     return tuple(labels[c] for c in labeler.CONDITIONS), sides
 
 
+def _bare(plain: str) -> str:
+    """A plain phrase without its leading article: "a hazy area" -> "hazy area"."""
+    return re.sub(r"^(?:a|an) ", "", plain)
+
+
+# Sentences a term and its plain words are read in: alone, in a "normal" frame (anatomy terms such as
+# "mediastinal contours" only become findings when something is said about them) and beside a finding
+# (so plain words that carry a side, "lower part of the left upper lung", count).
+_FRAMES = ("{}.", "The {} is normal.", "Opacity in the {}.")
+
+
+@lru_cache(maxsize=None)
+def _frame_readings(text: str) -> tuple:
+    return tuple(_labels_and_sides(frame.format(text)) for frame in _FRAMES)
+
+
+@lru_cache(maxsize=None)
+def _read_differently(term: str) -> bool:
+    """Does the labeler read the term's plain words differently from the term?"""
+    return _frame_readings(term) != _frame_readings(_by_term()[term].plain)
+
+
+@lru_cache(maxsize=1)
+def _read_back() -> tuple[re.Pattern, dict[str, str]]:
+    """The plain phrases the guard puts back as their terms, each with its term, and a regex that finds
+    them and, so that nothing inside a term is touched, the terms themselves.
+
+    A phrase is put back when the labeler reads it differently from its term, or when it is longer than
+    one word (a long phrase would push a side or hedge word out of the labeler's reach). A phrase shared
+    by terms the labeler reads differently ("lumpy spot": nodular density, which is no opacity, or
+    nodular opacity) stands for no single reading and is read as written.
+    """
+    terms_by_plain: dict[str, list[str]] = {}
+    for e in load_glossary():
+        terms_by_plain.setdefault(_bare(e.plain).lower(), []).append(e.term)
+    back = {plain: terms[0] for plain, terms in terms_by_plain.items()
+            if plain not in _by_term() and (" " in plain or any(map(_read_differently, terms)))
+            and len({_frame_readings(t) for t in terms}) == 1}
+    # Every term and plain phrase is found whole, so no part of one is read back on its own.
+    phrases = "|".join(re.escape(p) for p in sorted({*terms_by_plain, *_by_term()}, key=len, reverse=True))
+    return re.compile(rf"(?<![\w-])(?:{phrases})(?![\w-])", re.IGNORECASE), back
+
+
+def read_as_terms(text: str) -> str:
+    """The text as the guard reads it: each plain phrase of the glossary is put back as its term (see
+    `_read_back`), and a bracket that only restates the term just before it, by name or in its plain
+    words, is dropped. "Partly deflated lung (atelectasis) in the lower part of both lungs" and
+    "Atelectasis (partly deflated lung) in the lower part of both lungs" both read "atelectasis in the
+    bibasilar". Gaps are read as one `XXXX` each (see `_one_gap`). Everything else
+    (negation, hedges, sides, other brackets) is read as written.
+    """
+    regex, back = _read_back()
+    text = _drop_restatements(_one_gap(text))
+    return _drop_restatements(regex.sub(lambda m: back.get(m.group().lower(), m.group()), text))
+
+
+def _drop_restatements(text: str) -> str:
+    """Drop each bracket that names the term just before it, or says its plain words."""
+    def meaning(words: str) -> str:
+        words = words.strip().lower()
+        return _bare(_by_term()[words].plain).lower() if words in _by_term() else words
+
+    def bracket(m: re.Match) -> str:
+        before = _term_at_end().search(text, 0, m.start())
+        return "" if before and meaning(before.group()) == meaning(m.group(1)) else m.group()
+    return re.sub(r"\s*\(([^()]*)\)", bracket, text)
+
+
+@lru_cache(maxsize=4096)  # the original sentence is read once per candidate rewrite
+def _reading(text: str) -> tuple[tuple, frozenset]:
+    """What the guard compares of the labeler's reading: labels and sides of the text read as terms."""
+    return _labels_and_sides(read_as_terms(text))
+
+
 # Time and certainty, which the labeler does not report. A rewrite must keep every kind its original
 # has and add none: "has resolved" must not become present, "possible" must not become certain.
-# Mentions of the comparison exam itself ("compared to the prior study") are not history of the patient.
+# Mentions of the comparison exam itself ("compared to the prior study", "on the prior XXXX", where the gap hides
+# the exam's name) are not history of the patient.
 _COMPARISON = re.compile(
-    r"\b(?:the |a )?(?:prior|previous|last|earlier|recent|most recent) (?:chest )?"
-    r"(?:exam\w*|stud\w*|films?|radiograph\w*|x-ray\w*|x-xxxx|images?|imaging|ct)\b"
-    r"|\b(?:to|from|than|with|since|on) (?:the )?(?:prior|previous)\b(?=\s*(?:[.,;]|$))",
+    r"\b(?:the |a )?(?:prior|previous|last|earlier|recent|most recent) (?:(?:chest )?"
+    r"(?:exam\w*|stud\w*|films?|radiograph\w*|x-ray\w*|x-xxxx|images?|imaging|ct)\b|chest (?:xxxx|\(hidden word\)))"
+    r"|\b(?:to|from|than|with|since|on) (?:the )?(?:prior|previous)\b(?: xxxx| \(hidden word\))?(?=\s*(?:[.,;]|$))",
     re.IGNORECASE)
 _CUE_PATTERNS = {
     "uncertain": r"possible|possibly|probable|probably|likely|may|might|could|question|questionabl\w*|suspicio\w*|"
@@ -175,18 +256,6 @@ def _signature(text: str) -> tuple:
     return _reading(text), cues(text)
 
 
-@lru_cache(maxsize=None)
-def _keep_term(term: str) -> bool:
-    """Keep the term in brackets when the labeler reads the plain words differently from it.
-
-    Checked alone and in a "normal" frame, because anatomy terms ("mediastinal contours") only
-    become findings when something is said about them.
-    """
-    plain = _by_term()[term].plain
-    return any(_reading(frame.format(term)) != _reading(frame.format(plain))
-               for frame in ("{}.", "The {} is normal."))
-
-
 # --- de-identification gaps -------------------------------------------------------------------------
 
 _GAP = re.compile(r"(?<![\w-])[\w-]*x{4}[\w-]*(?![\w-])", re.IGNORECASE)
@@ -196,6 +265,12 @@ _HIDDEN = "(hidden word)"
 _NEEDS_WORD = {"the", "a", "an", "have", "has", "had", "of", "with", "in", "on", "at", "to", "for",
                "by", "and", "or", "is", "are", "was", "were", "per", "from", "no", "these", "this",
                "both", "her", "his", "your"}
+
+
+def _one_gap(text: str) -> str:
+    """Each run of `XXXX` gaps, and each "(hidden word)" marker, as one `XXXX`: the marker stands for
+    the gap, and one marker stands for a whole run ("costophrenic XXXX XXXX" -> "costophrenic (hidden word)")."""
+    return re.sub(rf"{re.escape(_HIDDEN)}|{_GAP_RUN.pattern}", "XXXX", text, flags=re.IGNORECASE)
 
 
 def fill_gaps(sentence: str, drop: bool = True) -> str:
@@ -277,13 +352,13 @@ def _article_ok(before: str) -> bool:
         "represents", "represent", "there", "and", "or"})
 
 
-def _plain_phrase(entry: GlossEntry, matched: str, before: str, keep_terms: bool) -> str:
-    plain = entry.plain
-    if not _article_ok(before):
-        plain = re.sub(r"^(?:a|an)\s+", "", plain)
-    if keep_terms and _keep_term(entry.term):
-        plain = f"{plain} ({matched.lower()})"
-    return plain
+def _plain_phrase(entry: GlossEntry, matched: str, before: str) -> str:
+    """The plain words for a matched term. A finding or device whose plain words the labeler would not
+    recognise keeps its name in brackets after them, so the patient can ask about it by name: "fluid
+    around the lung (pleural effusion)"."""
+    plain = entry.plain if _article_ok(before) else _bare(entry.plain)
+    named = entry.kind in ("finding", "device") and _read_differently(entry.term)
+    return f"{plain} ({matched if matched.isupper() else matched.lower()})" if named else plain
 
 
 def _finish(text: str) -> str:
@@ -352,7 +427,7 @@ def _reorder(sentence: str) -> str:
         whole = _glossary_regex().match(sentence, m.start())
         if whole and whole.end() > m.end("adj"):  # part of a longer term ("calcified granuloma"): keep it
             return m.group()
-        return f"{m['noun']} {m['adj']}"
+        return f"{m['noun']} {m['adj'].lower()}"  # "Calcified lymph nodes" -> "lymph nodes calcified"
     sentence = _after_regex().sub(adjective, sentence)
     return _reorder_regex().sub(side, sentence)
 
@@ -388,80 +463,51 @@ def _agree(before: str, term: str, plain: str, after: str) -> str:
     return m.group(1) + (fixed.capitalize() if verb[0].isupper() else fixed) + after[m.end():]
 
 
-_CLAUSE_END = re.compile(r"\s*(?:[,;:.]|\s(?:and|or|with|but|which)\s|$)")
-
-
-def _assemble(sentence: str, matches: list[re.Match], texts: list[str], notes: dict[int, str] | None = None) -> str:
-    """The sentence with each glossary match replaced by its chosen text, verbs made to agree.
-
-    `notes` {match index: plain words}: the term stays as written and its plain words follow in brackets
-    at the end of its clause ("atelectasis right midlung (partly deflated lung)").
-    """
-    inserts: dict[int, list[str]] = {}
-    for i, note in (notes or {}).items():
-        end = _CLAUSE_END.search(sentence, matches[i].end()).start()
-        inserts.setdefault(end, []).append(f" ({note})")
+def _assemble(sentence: str, matches: list[re.Match], texts: list[str]) -> str:
+    """The sentence with each glossary match replaced by its chosen text, verbs made to agree."""
     out, last = [], 0
     for i, (m, text) in enumerate(zip(matches, texts)):
         out.append(sentence[last:m.start()])
         gap_end = matches[i + 1].start() if i + 1 < len(matches) else len(sentence)
-        following = _agree(sentence[:m.start()], m.group(), text, sentence[m.end():gap_end])
-        for pos in sorted((p for p in inserts if m.end() <= p <= gap_end), reverse=True):
-            cut = pos - m.end() + len(following) - (gap_end - m.end())
-            following = following[:cut] + "".join(inserts.pop(pos)) + following[cut:]
         out.append(text)
-        out.append(following)
+        out.append(_agree(sentence[:m.start()], m.group(), text, sentence[m.end():gap_end]))
         last = gap_end
     out.append(sentence[last:])
     return "".join(out)
 
 
-def _substitute(sentence: str, keep_terms: bool) -> str:
+def _substitute(sentence: str) -> str:
     matches = list(_glossary_regex().finditer(sentence))
-    texts = [_plain_phrase(_by_term()[m.group().lower()], m.group(), sentence[:m.start()], keep_terms)
-             for m in matches]
+    texts = [_plain_phrase(_by_term()[m.group().lower()], m.group(), sentence[:m.start()]) for m in matches]
     return _finish(_assemble(sentence, matches, texts))
 
 
 def _stepwise(sentence: str, target: tuple) -> str:
     """Term by term, keeping each replacement only if the guard still reads the sentence as `target`.
 
-    For each glossary term, in order: plain words; plain words (term); term (plain words); the term
-    with its plain words in brackets at the end of its clause; the term as written. Every step is
-    checked against the whole sentence, so the result always reads the same.
+    For each glossary term, in order: its plain words (see `_plain_phrase`); the term with its plain
+    words in brackets; the term as written. Every step is checked against the whole sentence, so the
+    result always reads the same.
     """
     matches = list(_glossary_regex().finditer(sentence))
     chosen = [m.group() for m in matches]
-    notes: dict[int, str] = {}
-
-    def reads_same() -> bool:
-        return _signature(_finish(_assemble(sentence, matches, chosen, notes))) == target
-
     for i, m in enumerate(matches):
         entry = _by_term()[m.group().lower()]
-        plain = _plain_phrase(entry, m.group(), sentence[:m.start()], keep_terms=False)
-        bare = re.sub(r"^(?:a|an) ", "", entry.plain)
+        bare = _bare(entry.plain)
         if bare.lower() == m.group().lower():
             continue
-        for option in (plain, f"{plain} ({m.group().lower()})", f"{m.group()} ({bare})"):
+        for option in (_plain_phrase(entry, m.group(), sentence[:m.start()]), f"{m.group()} ({bare})", m.group()):
             chosen[i] = option
-            if reads_same():
+            if _signature(_finish(_assemble(sentence, matches, chosen))) == target:
                 break
-        else:
-            chosen[i] = m.group()
-            # At the end of the clause a bracket must say something on its own: "(lung)" for "pulmonary" would not.
-            if entry.kind in ("finding", "device") or (entry.kind == "anatomy" and " " in bare):
-                notes[i] = bare
-                if not reads_same():
-                    del notes[i]
-    return _finish(_assemble(sentence, matches, chosen, notes))
+    return _finish(_assemble(sentence, matches, chosen))
 
 
 def glossary_rewrite(sentence: str) -> Iterator[str]:
     """Rule-based rewrites, plainest first (lazily, so the guard stops at the first that passes):
     a reassuring sentence for common normal statements; report conventions as plain clauses, then
-    every term in plain words; the same keeping in brackets the terms the labeler needs; term by
-    term, checked at each step; and the same three without the convention rewrites."""
+    every term in plain words; term by term, checked at each step; and the same two without the
+    convention rewrites."""
     key = sentence.lower().strip().rstrip(".").strip()
     key = re.sub(r"^(?:specifically|again|otherwise),?\s+", "", key)
     yield from (reassuring for pattern, reassuring in _REASSURING if pattern.fullmatch(key))
@@ -472,8 +518,7 @@ def glossary_rewrite(sentence: str) -> Iterator[str]:
     phrased = rewrite_phrases(sentence)
     for text in dict.fromkeys([phrased, sentence]):  # without the convention rewrites only if they differ
         ordered = _reorder(text)
-        yield _substitute(ordered, keep_terms=False)
-        yield _substitute(ordered, keep_terms=True)
+        yield _substitute(ordered)
         for base in (ordered, text):
             if _signature(base) == target:
                 yield _stepwise(base, target)
@@ -485,8 +530,20 @@ def gloss(sentence: str) -> str:
     def repl(m: re.Match) -> str:
         entry = _by_term()[m.group().lower()]
         same = entry.plain.lower() == m.group().lower()
-        return m.group() if same else f"{m.group()} ({re.sub(r'^(?:a|an) ', '', entry.plain)})"
+        return m.group() if same else f"{m.group()} ({_bare(entry.plain)})"
     return _finish(_glossary_regex().sub(repl, sentence))
+
+
+def unexplained(plain: str, is_jargon: Callable[[str], bool]) -> list[str]:
+    """The words of a plain text, outside brackets, that `is_jargon` flags and nothing explains: a word
+    counts as explained by a bracket right after it, or right after the glossary term it is part of. In
+    "pleural effusion (fluid around the lung)" both words are explained, in "atelectasis in the left lung
+    (partly deflated lung)" none is. Words are lower case, hyphenated ones whole."""
+    explained = [m.span() for m in _glossary_regex().finditer(plain) if re.match(r"\s*\(", plain[m.end():])]
+    outside = re.sub(r"\([^()]*\)", lambda m: " " * len(m.group()), plain)
+    return [m.group() for m in re.finditer(r"(?<![\w'-])[a-z]+(?:-[a-z]+)*(?![\w'-])", outside.lower())
+            if is_jargon(m.group()) and not re.match(r"\s*\(", plain[m.end():])
+            and not any(a <= m.start() and m.end() <= b for a, b in explained)]
 
 
 class Seq2SeqRewriter:
@@ -533,7 +590,7 @@ def _sentence(original: str, rewriter: Rewriter) -> SentenceResult:
     text = fill_gaps(original)
     if not re.search(r"[A-Za-z]{2,}", text.replace(_HIDDEN, "")):
         return SentenceResult(original, "(This sentence was hidden for privacy.)", "hidden", True)
-    if _reading(text) != _reading(original):  # dropping a gap changed the reading: mark every gap
+    if _signature(text) != _signature(original):  # dropping a gap changed what the guard reads: mark every gap
         text = fill_gaps(original, drop=False)
     candidates = rewriter(text)
     first_diffs: list[str] = []

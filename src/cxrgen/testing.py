@@ -163,18 +163,21 @@ class StandInGenerator:
     """Report and probabilities from image brightness; attention = the image on an 8x8 grid; the OOD
     verdict flags a view whose pixel spread (std / 8) is above 4 (noise is, a flat image is not).
 
-    Set `fail = True` to make the next calls raise; `batches` records each call's batch size."""
+    Set `fail = True` to make the next calls raise; `batches` records each call's batch size, `decoded`
+    how many studies got a report."""
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.decoded = 0
         self.fail = False
         self.meta = {"data": {"layout": "phantom", "phantom": True, "studies": {"train": 10, "val": 3, "test": 3}},
                      "trained_at": "2026-01-01", "test_metrics": {"bleu4": 0.1},
                      "ood": {"quantile": 0.99, "views": {"frontal": {"threshold": 4.0}, "lateral": {"threshold": 4.0}}},
                      "cxrgen_version": "0.1.0"}
 
-    def generate_batch(self, frontals, laterals):
+    def generate_batch(self, frontals, laterals, skip_flagged=False):
         from cxrgen.bank import finding_set
+        from cxrgen.inference import refused
         from cxrgen.labeler import CONDITIONS, label_many
 
         if self.fail:
@@ -182,6 +185,12 @@ class StandInGenerator:
         self.batches.append(len(frontals))
         outs = []
         for f, lat in zip(frontals, laterals):
+            ood = [{"view": view, "score": round(float(im.std()) / 8, 4), "threshold": 4.0,
+                    "flag": float(im.std()) / 8 > 4.0} for view, im in (("frontal", f), ("lateral", lat)) if im is not None]
+            if skip_flagged and any(v["flag"] for v in ood):
+                outs.append(refused(ood))
+                continue
+            self.decoded += 1
             mean = float(f.mean()) / 255
             report = "The heart is enlarged. Small left pleural effusion." if mean > 0.5 else \
                 "The lungs are clear. No pleural effusion or pneumothorax."
@@ -191,10 +200,7 @@ class StandInGenerator:
                          "probabilities": probs, "calls": calls,
                          "unstated": [c for c in calls if c not in stated],
                          "uncalled": [c for c in CONDITIONS if c in stated and c not in calls],
-                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32),
-                         "ood": [{"view": view, "score": round(float(im.std()) / 8, 4), "threshold": 4.0,
-                                  "flag": float(im.std()) / 8 > 4.0}
-                                 for view, im in (("frontal", f), ("lateral", lat)) if im is not None]})
+                         "attention": np.asarray(Image.fromarray(f).resize((8, 8)), np.float32), "ood": ood})
         return outs
 
 

@@ -20,18 +20,21 @@ def _run(args) -> int:
         raise UserError("--bootstrap must be at least 1")
     systems: dict[str, dict[str, str]] = {}
     calls: dict[str, dict[str, list[str]]] = {}  # systems whose files carry their classifier's calls
+    refused: dict[str, int] = {}  # studies a system wrote no draft for ("refused" rows): scored as empty reports
     for p in map(Path, args.predictions):
         if p.stem in systems:
             raise UserError(f"two prediction files are both named {p.stem!r}; rename one (the file stem names the system)")
         rows = read_prediction_rows(p)
         systems[p.stem] = {sid: row["report"] for sid, row in rows.items()}
-        if all("calls" in row for row in rows.values()):
-            calls[p.stem] = {sid: row["calls"] for sid, row in rows.items()}
+        refused[p.stem] = sum("refused" in row for row in rows.values())
+        if all("calls" in row or "refused" in row for row in rows.values()):  # a refused study called nothing
+            calls[p.stem] = {sid: row.get("calls", []) for sid, row in rows.items()}
     with NLGScorer() as scorer:  # start the METEOR JVM now: it loads while the data and baselines do
-        return _evaluate(args, systems, calls, scorer)
+        return _evaluate(args, systems, calls, refused, scorer)
 
 
-def _evaluate(args, systems: dict[str, dict[str, str]], calls: dict[str, dict[str, list[str]]], scorer) -> int:
+def _evaluate(args, systems: dict[str, dict[str, str]], calls: dict[str, dict[str, list[str]]],
+              refused: dict[str, int], scorer) -> int:
     from cxrgen.data.specs import reference_reports
     from cxrgen.evaluate.baselines import BASELINES, build_baseline
     from cxrgen.evaluate.report import evaluate_systems
@@ -51,7 +54,7 @@ def _evaluate(args, systems: dict[str, dict[str, str]], calls: dict[str, dict[st
 
         truths = read_truths(root, list(references))
     result = evaluate_systems(systems, references, n_boot=args.bootstrap, seed=args.seed, scorer=scorer,
-                              truths=truths, calls=calls)
+                              truths=truths, calls=calls, refused=refused)
     paths = result.save(args.output)
     print(result.to_markdown())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

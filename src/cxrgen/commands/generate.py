@@ -65,8 +65,9 @@ def _split(gen, args, decode: dict) -> int:
                 continue
             if flagged(out["ood"]):
                 unlike.append(s.id)
-                if args.refuse_ood:
-                    continue
+            if out["report"] is None:  # --refuse-ood: not decoded; `cxrgen eval` scores it as an empty report
+                yield {"id": s.id, "report": "", "refused": "ood", "ood": out["ood"]}
+                continue
             yield {"id": s.id, "report": out["report"], "calls": out["calls"], "ood": out["ood"]}
 
     written = write_jsonl(args.output, rows())
@@ -78,7 +79,7 @@ def _split(gen, args, decode: dict) -> int:
         print(f"no OOD verdicts: {NO_STATS}")
     else:
         print(f"{len(unlike)} of {len(studies) - len(skipped)} studies flagged as unlike the training images"
-              + (" (left out: --refuse-ood)" if args.refuse_ood and unlike else ""))
+              + (' (no draft: written with "refused": "ood" and an empty report)' if args.refuse_ood and unlike else ""))
     return 0
 
 
@@ -110,6 +111,7 @@ def _generate(args) -> int:
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
     decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len),
                                 ("length_penalty", args.length_penalty), ("rerank", args.rerank)) if v is not None}
+    decode["skip_flagged"] = args.refuse_ood  # a flagged image is not decoded at all
     return _single(gen, args, decode) if args.image else _split(gen, args, decode)
 
 
@@ -135,6 +137,7 @@ def register(sub) -> None:
                    help="keep the beam whose findings agree best with the classifier's calls (default from the model's config)")
     p.add_argument("--refuse-ood", action="store_true",
                    help="write no draft for an image unlike the model's training images (exit 2 for --image; "
-                        "left out of --output for --data); by default it gets its draft and a warning")
+                        'for --data a row with an empty report and "refused": "ood"); by default it gets its draft '
+                        "and a warning")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(func=_generate)

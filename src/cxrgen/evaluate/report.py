@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -65,6 +65,7 @@ class EvalResult:
     n_boot: int
     seed: int
     per_kind: pd.DataFrame | None = None  # (system, kind) -> drawn, stated, omission, ... (phantom truth only)
+    refused: dict[str, int] = field(default_factory=dict)  # system -> studies it wrote no draft for
 
     def to_markdown(self) -> str:
         return _markdown(self)
@@ -113,6 +114,7 @@ def evaluate_systems(
     scorer: NLGScorer | None = None,
     truths: Mapping[str, dict] | None = None,
     calls: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    refused: Mapping[str, int] | None = None,
 ) -> EvalResult:
     """Score each system's {id: report} against {id: reference}; ids must match exactly.
 
@@ -121,7 +123,9 @@ def evaluate_systems(
     With `truths` ({id: a phantom study's truth.json}), also omission, hallucination and side
     errors against what the images show, overall and per finding kind. With `calls` ({system: {id:
     the conditions its classifier called}}), also how well each such system's drafts state its
-    own calls ("draft-agreement", macro-F1 over the conditions called at least once).
+    own calls ("draft-agreement", macro-F1 over the conditions called at least once). `refused`
+    ({system: n}) counts the studies a system wrote no draft for; their reports are empty and are
+    scored as such (a refusal states no finding), and the results page says how many there were.
     Pass an open `scorer` to reuse its METEOR JVM across calls (it is left open); otherwise one is
     started and stopped here.
     """
@@ -170,7 +174,7 @@ def evaluate_systems(
     if truths is not None:
         per_kind = pd.concat({name: per_kind_table(s.truth, kinds) for name, s in samples.items()}, names=["system"])
     return EvalResult(metrics, p_values, _per_sample(ids, samples), _per_class(samples), len(ids), n_boot, seed,
-                      per_kind)
+                      per_kind, {name: n for name, n in (refused or {}).items() if n})
 
 
 def evaluate(predictions: Mapping[str, str], references: Mapping[str, str], **kwargs) -> EvalResult:
@@ -204,11 +208,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _markdown(r: EvalResult) -> str:
     cell = lambda v: f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
     ce_cols = list(CE_METRICS)
+    refused = ", ".join(f"{s} {n} of {r.n_studies} studies" for s, n in r.refused.items())
     parts = [
         f"# Evaluation on {r.n_studies} studies\n",
         f"Value [95% percentile bootstrap CI], {r.n_boot} paired resamples of the studies, seed {r.seed}. "
         "NLG metrics: pycocoevalcap with R2Gen's conventions; CE: CheXpert labels of prediction vs reference "
         "(positive = 1).\n",
+        *([f"No draft (refused), scored as an empty report: {refused}.\n"] if refused else []),
         "## Headline\n",
         _table(["system"] + list(HEADLINE), [[s] + [cell(m[c]) for c in HEADLINE] for s, m in r.metrics.items()]),
         "\n## Clinical efficacy\n",

@@ -39,7 +39,8 @@ UNLIKE = "This image is unlike the images this model was trained on; the draft i
 
 
 class Generator(Protocol):
-    def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None]) -> list[dict]: ...
+    def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None],
+                       skip_flagged: bool = False) -> list[dict]: ...
 
 
 class Retriever(Protocol):
@@ -184,13 +185,15 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _infer(generator: Generator, retriever: Retriever | None) -> Callable[[list[Any]], list[dict]]:
-    """The worker's batch function: the generator on the whole batch, then retrieval per study."""
+def _infer(generator: Generator, retriever: Retriever | None, refuse_ood: bool) -> Callable[[list[Any]], list[dict]]:
+    """The worker's batch function: the generator on the whole batch, then retrieval per study. With
+    `refuse_ood`, a study flagged as unlike the training images is neither decoded nor searched."""
     def run(items: list[tuple[np.ndarray, np.ndarray | None]]) -> list[dict]:
         frontals, laterals = [f for f, _ in items], [lat for _, lat in items]
-        outs = generator.generate_batch(frontals, laterals)
+        outs = generator.generate_batch(frontals, laterals, skip_flagged=refuse_ood)
         for out, (frontal, lateral) in zip(outs, items):
-            out["similar_cases"] = retriever.search(frontal, lateral, N_SIMILAR) if retriever else None
+            drafted = retriever is not None and out["report"] is not None
+            out["similar_cases"] = retriever.search(frontal, lateral, N_SIMILAR) if drafted else None
         return outs
     return run
 
@@ -202,9 +205,10 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
     """Build the app around already-loaded models.
 
     Args:
-        generator: report generator; `generate_batch(frontals, laterals)` -> one dict per study
-            with "report", "probabilities", "attention" ((h, w) array or None) and optionally "ood"
-            (the verdicts of `cxrgen.ood`, one per view given, or None).
+        generator: report generator; `generate_batch(frontals, laterals, skip_flagged)` -> one dict
+            per study with "report", "probabilities", "attention" ((h, w) array or None) and
+            optionally "ood" (the verdicts of `cxrgen.ood`, one per view given, or None); with
+            `skip_flagged`, a study with a flagged view is not decoded and its "report" is None.
         simplifier: `simplify(report)` -> result with `.plain`, `.guard` and `.note`; default
             `cxrgen.simplify.simplify`.
         retriever: CLIP retrieval for similar training cases, or None (the page says it is unavailable).
@@ -216,12 +220,13 @@ def create_app(generator: Generator, simplifier: Simplifier | None = None, retri
             every /v1/ request needs `Authorization: Bearer <one of them>` (else 401).
         cors_origins: origins whose pages may call the API from a browser; none by default.
         model_meta: the checkpoint's meta.json, for `GET /v1/model`; default the generator's `meta`.
-        refuse_ood: answer 422 instead of a draft when an image is flagged as unlike the training images.
+        refuse_ood: answer 422 instead of a draft when an image is flagged as unlike the training images;
+            such an image is not decoded at all.
     """
     check = TokenCheck(tokens)
     if simplifier is None:
         from cxrgen.simplify import simplify as simplifier
-    worker = BatchWorker(_infer(generator, retriever), capacity=capacity, max_batch=max_batch)
+    worker = BatchWorker(_infer(generator, retriever, refuse_ood), capacity=capacity, max_batch=max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
