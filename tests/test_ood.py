@@ -62,7 +62,8 @@ def test_corrupt_statistics_are_one_line(calibrated, tmp_path):
 
     broken = shutil.copytree(calibrated, tmp_path / "model")
     (broken / FILE).write_bytes(b"not safetensors")
-    code, out, err = run_cli(["generate", "--model", str(broken), "--image", "x.png"])
+    Image.fromarray(next(ramp_pairs(1, 6))[0]).save(tmp_path / "ok.png")
+    code, out, err = run_cli(["generate", "--model", str(broken), "--image", str(tmp_path / "ok.png")])
     assert code == 2 and f"{broken / FILE} is corrupt" in err and "model calibrate" in err and "Traceback" not in err
 
 

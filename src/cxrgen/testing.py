@@ -326,6 +326,33 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+HEAVY_MODULES = ("torch", "timm", "transformers", "pandas", "fastapi", "uvicorn")
+
+_FRESH = """
+import json, sys, time
+start = time.perf_counter()
+from cxrgen.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:  # argparse's own errors
+    code = e.code
+print(json.dumps([code, time.perf_counter() - start, [m for m in {heavy!r} if m in sys.modules]]))
+"""
+
+
+def run_cli_fresh(argv: list[str]) -> tuple[int, str, float, list[str]]:
+    """`cxrgen ARGV` in a fresh interpreter, as a user runs it: (exit code, stderr, seconds from the
+    first import to the exit, which of HEAVY_MODULES it imported)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FRESH.format(heavy=HEAVY_MODULES), *argv],
+                          capture_output=True, text=True, timeout=120)
+    code, seconds, heavy = json.loads(proc.stdout.splitlines()[-1])
+    return code, proc.stderr, seconds, heavy
+
+
 def check_manifest(corpus: dict[str, Path], directory: Path) -> dict[str, str]:
     """`cxrgen data check manifest` over one study per file: {name: its problem line, or ""}."""
     manifest = directory / "bad.csv"

@@ -115,12 +115,11 @@ def check_studies(studies: list[Study], problems: list[Problem], decode: bool = 
 
 def dataset_stats(studies: list[Study]) -> dict:
     """The counts `cxrgen data stats` prints: reports, findings, images, views, splits, lengths, vocabulary."""
-    from cxrgen.data.tokenizer import minilm_wordpiece
+    from cxrgen.data.tokenizer import wordpieces
 
-    wp = minilm_wordpiece()
     with_findings = [s for s in studies if s.findings]
     words = [s.findings.lower().replace(".", " ").replace(",", " ").split() for s in with_findings]
-    pieces = [len(wp.tokenize(s.findings)) for s in with_findings]
+    pieces = [len(wordpieces(s.findings)) for s in with_findings]
     pct = lambda xs: {f"p{q}": float(np.percentile(xs, q)) for q in (5, 25, 50, 75, 95, 99)} if xs else {}
     return {
         "reports": len(studies),
@@ -133,7 +132,7 @@ def dataset_stats(studies: list[Study]) -> dict:
         "findings_length_words": pct([len(w) for w in words]),
         "findings_length_wordpieces": pct(pieces),
         "vocabulary_words": len({t for w in words for t in w}),
-        "vocabulary_wordpieces": len({p for s in with_findings for p in wp.tokenize(s.findings)}),
+        "vocabulary_wordpieces": len({p for s in with_findings for p in wordpieces(s.findings)}),
         "deid_tokens_XXXX": sum(s.report.count("XXXX") for s in studies),
     }
 
