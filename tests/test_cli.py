@@ -26,6 +26,10 @@ EARLY = {
     "serve: missing model": (["serve", "--model", "{tmp}/nope"], "model directory not found"),
     "serve: missing --model": (["serve"], "one of the arguments --model --new-token is required"),
     "model card: missing model": (["model", "card", "--model", "{tmp}/nope"], "{tmp}/nope"),
+    "label: missing input": (["label", "--input", "{tmp}/nope.csv", "--output", "{tmp}/o.csv"], "{tmp}/nope.csv"),
+    "simplify: missing input": (["simplify", "--input", "{tmp}/nope.csv"], "{tmp}/nope.csv"),
+    "eval: missing predictions": (["eval", "--predictions", "{tmp}/nope.csv", "--dataset", "iu-xray",
+                                   "--output", "{tmp}/e"], "{tmp}/nope.csv"),
     "train: missing --data": (["train", "--output", "{tmp}/r"], "required: --data"),
     "data check: missing folder": (["data", "check", "openi", "{tmp}/nope"], "{tmp}/nope"),
 }

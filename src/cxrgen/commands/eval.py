@@ -13,7 +13,6 @@ from cxrgen.errors import UserError
 
 
 def _run(args) -> int:
-    from cxrgen.evaluate.nlg import NLGScorer
     from cxrgen.io import read_prediction_rows
 
     if args.bootstrap < 1:
@@ -23,10 +22,13 @@ def _run(args) -> int:
     for p in map(Path, args.predictions):
         if p.stem in systems:
             raise UserError(f"two prediction files are both named {p.stem!r}; rename one (the file stem names the system)")
-        rows = read_prediction_rows(p)
+        rows = read_prediction_rows(p, args.id_column, args.text_column)
         systems[p.stem] = {sid: row["report"] for sid, row in rows.items()}
         if all("calls" in row for row in rows.values()):
             calls[p.stem] = {sid: row["calls"] for sid, row in rows.items()}
+
+    from cxrgen.evaluate.nlg import NLGScorer
+
     with NLGScorer() as scorer:  # start the METEOR JVM now: it loads while the data and baselines do
         return _evaluate(args, systems, calls, scorer)
 
@@ -60,8 +62,12 @@ def _evaluate(args, systems: dict[str, dict[str, str]], calls: dict[str, dict[st
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="NLG + clinical-efficacy metrics with bootstrap CIs, beside baselines")
-    p.add_argument("--predictions", action="append", required=True, metavar="FILE.jsonl",
-                   help='JSONL of {"id", "report"}; repeat to compare systems (named by file stem)')
+    p.add_argument("--predictions", action="append", required=True, metavar="FILE",
+                   help="CSV or JSONL of predicted reports (what `cxrgen generate --data` writes); repeat to "
+                        "compare systems (named by file stem)")
+    p.add_argument("--id-column", default="id", help="the predictions' column (JSONL key) of study ids (default id)")
+    p.add_argument("--text-column", default="report",
+                   help="the predictions' column (JSONL key) of report text (default report)")
     p.add_argument("--dataset", required=True, help="dataset spec, e.g. iu-xray or phantom:DIR")
     p.add_argument("--split", default="test", help="split to score against (default test)")
     p.add_argument("--output", required=True, help="output folder")
