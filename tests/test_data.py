@@ -279,6 +279,35 @@ def test_check_lists_every_problem(tmp_path):
     assert "duplicate id" in text
 
 
+def test_check_groups_problems_by_kind_and_shows_the_first_n(tmp_path, capsys):
+    rows = ["id,image,text"] + [f"s{i},missing{i}.png,Fine report." for i in range(7)] + ["e1,missing7.png,"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    write_png(tmp_path / "missing0.png")
+    assert main(["data", "check", "manifest", str(tmp_path / "m.csv"), "--show", "2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "missing image: 7" and lines[1].endswith("missing1.png: missing image (study s1)")
+    assert lines[3] == "  ... and 5 more"
+    assert lines[4:] == ["empty report: 1", "  e1: empty report", "8 studies checked, 8 problem(s)"]
+
+
+def test_check_says_in_one_line_that_a_layout_has_reports_but_no_images(tmp_path, capsys):
+    rows = ["id,image,text"] + [f"s{i},x{i}.png,Fine report." for i in range(40)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    assert main(["data", "check", "manifest", str(tmp_path / "m.csv")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("no images: none of the 40 image files")
+    assert lines[1] == "40 studies checked, 40 problem(s)"
+
+
+def test_stats_prints_aligned_tables_and_counts_a_frontal_column(tmp_path, capsys):
+    rows = ["id,frontal,lateral,report"] + [f"s{i},f{i}.png,l{i}.png,Clear lungs." for i in range(3)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    assert main(["data", "stats", "manifest", str(tmp_path / "m.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "{" not in out and "images by view\nFRONTAL    3\nLL         3\n" in out
+    assert out.startswith("reports                    3\nreports with findings      3\n")
+
+
 def test_check_cli_exit_codes(tmp_path, capsys):
     assert main(["data", "check", "manifest", str(_bad_manifest(tmp_path))]) == 1
     assert "problem(s)" in capsys.readouterr().out

@@ -4,7 +4,8 @@ Columns (first match wins):
 - image paths: `image`, `image_path`, `path`, `frontal` (several paths in one cell split on `;` or `|`),
   plus an optional `lateral`;
 - report text: `text`, `report`, `findings` (and an optional `impression`);
-- optional `id`, `split` (train / val / test), `view` (PA / AP / LL).
+- optional `id`, `split` (train / val / test), `view` (PA / AP / LL; images of a `frontal` column
+  without one are FRONTAL, a `lateral` column's LL).
 Relative paths resolve against the manifest's folder. Without a split column, a study goes to
 train / val / test with probability 0.8 / 0.1 / 0.1, decided by a hash of its id (deterministic,
 stable when rows are added).
@@ -57,7 +58,7 @@ def read_manifest(path: str | Path, problems: list[Problem] | None = None) -> li
             problems.append(Problem(where, "no image path"))
             continue
         sid = str(row.get("id") or Path(cells[0]).stem)
-        view = (row.get("view") or "").upper() or None
+        view = (row.get("view") or "").upper() or ("FRONTAL" if image_col == "frontal" else None)
         refs = [
             ImageRef(base / c, "LL" if row.get("lateral") and i == len(cells) - 1 else view, Path(c).stem)
             for i, c in enumerate(cells)
@@ -68,7 +69,7 @@ def read_manifest(path: str | Path, problems: list[Problem] | None = None) -> li
             if "id" in row and " ".join(str(row[text_col]).split()) == studies[sid].findings:
                 studies[sid].images.extend(refs)
             else:
-                problems.append(Problem(where, f"duplicate id {sid}"))
+                problems.append(Problem(where, f"duplicate id ({sid})"))
             continue
         split = _SPLITS.get(str(row.get("split") or "").strip().lower()) or hash_split(sid)
         studies[sid] = Study(
