@@ -32,6 +32,17 @@ EARLY = {
                                    "--output", "{tmp}/e"], "{tmp}/nope.csv"),
     "train: missing --data": (["train", "--output", "{tmp}/r"], "required: --data"),
     "data check: missing folder": (["data", "check", "openi", "{tmp}/nope"], "{tmp}/nope"),
+    "train: missing dataset": (["train", "--data", "manifest:{tmp}/nope.csv", "--output", "{tmp}/r"], "{tmp}/nope.csv"),
+    "train: missing config": (["train", "--config", "{tmp}/nope.yaml", "--data", "manifest:{tmp}/nope.csv",
+                               "--output", "{tmp}/r"], "{tmp}/nope.yaml"),
+    "model calibrate: missing dataset": (["model", "calibrate", "--model", "{model}", "--data", "phantom:{tmp}/nope"],
+                                         "{tmp}/nope"),
+    "clip train: missing dataset": (["clip", "train", "--data", "phantom:{tmp}/nope", "--output", "{tmp}/c"],
+                                    "{tmp}/nope"),
+    "clip eval: missing clip": (["clip", "eval", "--clip", "{tmp}/nope", "--data", "iu-xray"], "{tmp}/nope"),
+    "experiment: missing file": (["experiment", "{tmp}/nope.yaml"], "{tmp}/nope.yaml"),
+    "baseline: missing dataset": (["baseline", "most-frequent", "--dataset", "phantom:{tmp}/nope", "--output",
+                                   "{tmp}/b.jsonl"], "{tmp}/nope"),
 }
 
 

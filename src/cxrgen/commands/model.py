@@ -8,15 +8,19 @@ from cxrgen.errors import UserError
 
 
 def _calibrate(args) -> int:
-    from cxrgen.checkpoint import load_checkpoint
-    from cxrgen.data.loader import assign_splits
+    from cxrgen.checkpoint import check_checkpoint
     from cxrgen.data.specs import load_studies
-    from cxrgen.inference import calibrate, study_images
 
     if not 0 < args.quantile < 1:  # before minutes of encoding
         raise UserError(f"--quantile must be between 0 and 1, got {args.quantile}")
-    model, _, config, _ = load_checkpoint(args.model)
+    check_checkpoint(args.model)
     studies = load_studies(args.data)
+
+    from cxrgen.checkpoint import load_checkpoint  # torch: only once the model folder and data are in order
+    from cxrgen.data.loader import assign_splits
+    from cxrgen.inference import calibrate, study_images
+
+    model, _, config, _ = load_checkpoint(args.model)
     assign_splits(studies)  # the same split training used for studies without one
     train, val = ([s for s in studies if s.split == k] for k in ("train", "val"))
     if not train or not val:

@@ -32,13 +32,11 @@ def _read_openi_dir(root: Path, problems):
     return read_openi(images, xml if xml.is_dir() else None, problems)
 
 
-def read_layout(layout: str, path: str | Path | None, problems: list[Problem] | None = None) -> list[Study]:
-    """Studies of one layout. Malformed rows are skipped and recorded in `problems`."""
-    problems = [] if problems is None else problems
+def _checked_path(layout: str, path: str | Path | None) -> Path | None:
+    """The layout's path, after the checks that need no reading: a known layout, a path that exists
+    (None for iu-xray, the bundled reports)."""
     if layout == "iu-xray":
-        from cxrgen.data.iu import load_iu_xray
-
-        return load_iu_xray()
+        return None
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     if not path:
@@ -46,6 +44,23 @@ def read_layout(layout: str, path: str | Path | None, problems: list[Problem] | 
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{path} does not exist")
+    return path
+
+
+def check_spec(spec: str) -> None:
+    """Refuse a dataset spec with an unknown layout or a missing path before anything is read (and
+    before a command imports torch)."""
+    _checked_path(*parse_spec(spec))
+
+
+def read_layout(layout: str, path: str | Path | None, problems: list[Problem] | None = None) -> list[Study]:
+    """Studies of one layout. Malformed rows are skipped and recorded in `problems`."""
+    problems = [] if problems is None else problems
+    path = _checked_path(layout, path)
+    if path is None:
+        from cxrgen.data.iu import load_iu_xray
+
+        return load_iu_xray()
     try:
         if layout == "openi":
             return _read_openi_dir(path, problems)
