@@ -32,6 +32,8 @@ EARLY = {
                                    "--output", "{tmp}/e"], "{tmp}/nope.csv"),
     "train: missing --data": (["train", "--output", "{tmp}/r"], "required: --data"),
     "data check: missing folder": (["data", "check", "openi", "{tmp}/nope"], "{tmp}/nope"),
+    "eval: missing dataset": (["eval", "--predictions", "{image}", "--dataset", "phantom:{tmp}/nope",
+                               "--output", "{tmp}/e"], "{tmp}/nope"),
     "train: missing dataset": (["train", "--data", "manifest:{tmp}/nope.csv", "--output", "{tmp}/r"], "{tmp}/nope.csv"),
     "train: missing config": (["train", "--config", "{tmp}/nope.yaml", "--data", "manifest:{tmp}/nope.csv",
                                "--output", "{tmp}/r"], "{tmp}/nope.yaml"),

@@ -13,10 +13,12 @@ from cxrgen.errors import UserError
 
 
 def _run(args) -> int:
+    from cxrgen.data.specs import check_spec
     from cxrgen.io import read_prediction_rows
 
     if args.bootstrap < 1:
         raise UserError("--bootstrap must be at least 1")
+    check_spec(args.dataset)  # before the METEOR JVM starts
     systems: dict[str, dict[str, str]] = {}
     calls: dict[str, dict[str, list[str]]] = {}  # systems whose files carry their classifier's calls
     for p in map(Path, args.predictions):
