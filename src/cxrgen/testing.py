@@ -361,9 +361,9 @@ def check_manifest(corpus: dict[str, Path], directory: Path) -> dict[str, str]:
         w.writerow(["id", "image", "text"])
         for name, path in corpus.items():
             w.writerow([name, str(path), "The lungs are clear."])
-    _, out, _ = run_cli(["data", "check", "manifest", str(manifest)])
-    return {name: next((line for line in out.splitlines() if line.startswith(str(path))), "")
-            for name, path in corpus.items()}
+    _, out, _ = run_cli(["data", "check", "manifest", str(manifest), "--show", str(len(corpus))])
+    lines = [line.strip() for line in out.splitlines()]  # each problem, indented under its kind
+    return {name: next((line for line in lines if line.startswith(str(path))), "") for name, path in corpus.items()}
 
 
 def bad_image_outcomes(model: Path, corpus: dict[str, Path], workdir: Path) -> dict[str, dict]:
