@@ -60,6 +60,15 @@ def test_mistakes_fail_in_one_line_before_torch_is_imported(case, tiny_model, im
     assert seconds < 5  # sanity only: under 1 s on a quiet machine (docs/benchmarks.md)
 
 
+@pytest.mark.slow  # a fresh interpreter that loads a model
+def test_generate_with_a_lite0_model_imports_neither_timm_nor_transformers(image, tmp_path):
+    from cxrgen.testing import make_tiny_checkpoint
+
+    model = make_tiny_checkpoint(tmp_path / "lite0", encoder="efficientnet_lite0", image_size=64)
+    code, err, _, heavy = run_cli_fresh(["generate", "--model", str(model), "--image", str(image)])
+    assert (code, heavy) == (0, ["torch"]), err
+
+
 def test_required_options_are_required_in_the_usage_line(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

@@ -70,9 +70,9 @@ _CHECKPOINT_REPORTS = ["The heart is normal in size. No pleural effusion or pneu
                        "Mild cardiomegaly. Small left pleural effusion. The lungs are clear."]
 
 
-def make_tiny_checkpoint(directory: Path) -> Path:
-    """A randomly initialised SERVE_CONFIG model, with a two-report vocabulary, saved through the
-    real checkpoint code (a few MB, seconds on a CPU)."""
+def make_tiny_checkpoint(directory: Path, **model: Any) -> Path:
+    """A randomly initialised SERVE_CONFIG model (`model` fields changed, e.g. another encoder), with
+    a two-report vocabulary, saved through the real checkpoint code (a few MB, seconds on a CPU)."""
     import torch
 
     from cxrgen.checkpoint import save_checkpoint
@@ -80,7 +80,7 @@ def make_tiny_checkpoint(directory: Path) -> Path:
     from cxrgen.data.tokenizer import ReportTokenizer
     from cxrgen.models.generator import ReportModel
 
-    cfg = Config.from_dict(tiny_config(**SERVE_CONFIG))
+    cfg = Config.from_dict(tiny_config(**{**SERVE_CONFIG, "model": {**SERVE_CONFIG["model"], **model}}))
     tok = ReportTokenizer.build(_CHECKPOINT_REPORTS)
     torch.manual_seed(0)
     return save_checkpoint(directory, ReportModel(cfg.model, len(tok), pretrained=False), tok, cfg)
