@@ -129,7 +129,7 @@ def _generate(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate reports from images (one study, or a dataset split to JSONL)",
-                       description="Draft findings for one study (--image) or every study of a dataset split "
+                       description="Draft findings for one study (--image) or every study of a dataset split\n"
                                    "(--data, written as JSONL for `cxrgen eval`). Research prototype: a draft, "
                                    "not a diagnosis.",
                        epilog=JSON_FIELDS, formatter_class=argparse.RawDescriptionHelpFormatter)

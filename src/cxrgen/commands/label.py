@@ -76,7 +76,7 @@ def _run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("label", help="CheXpert-style labels (14 observations) for a CSV/JSONL of reports",
-                       description="Label each report of a CSV or JSONL file (told apart by content) with "
+                       description="Label each report of a CSV or JSONL file (told apart by content) with\n"
                                    "the 14 CheXpert observations.",
                        epilog=LEGEND, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="CSV or JSONL file of reports")
