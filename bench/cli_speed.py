@@ -25,7 +25,8 @@ from cxrgen.testing import png, random_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "runs" / "demo"
-BAR_S = 4.0  # generate --image, on a quiet 2-core machine
+BAR_S, QUIET_TORCH_S = 4.0, 2.2  # generate --image within 4 s on a quiet 2-core machine, where `import torch` takes 2.2 s
+BAR_RATIO = BAR_S / QUIET_TORCH_S  # the same bar as a ratio to the bare import measured in the same run
 
 
 def wall(argv: list[str], repeat: int, expect: int) -> float:
@@ -74,9 +75,10 @@ def main() -> None:
     print("|---|---|---|")
     for name, seconds in times.items():
         print(f"| {name} | {fmt(seconds)} | {fmt(seconds / torch_s)} |")
-    print(f"\n- `generate --image`: {fmt(generate_s)} s, {fmt(generate_s / torch_s)} x a bare `import torch` "
-          f"({fmt(torch_s)} s) in the same run; the bar is {BAR_S:g} s on a quiet 2-core machine "
-          f"({'met' if generate_s <= BAR_S else 'not met'} here).")
+    ratio = generate_s / torch_s
+    print(f"\n- `generate --image`: {fmt(generate_s)} s, {fmt(ratio)} x a bare `import torch` ({fmt(torch_s)} s) "
+          f"in the same run. The bar is {BAR_S:g} s on a quiet 2-core machine where `import torch` takes "
+          f"{QUIET_TORCH_S:g} s, so {fmt(BAR_RATIO)} x: {'met' if ratio <= BAR_RATIO else 'not met'} here.")
     slowest = max(times[name] for name, _, code in rows if code == 2)
     print(f"- Every mistake above fails in at most {fmt(slowest)} s (bar: under 1 s), before torch is imported.")
 
