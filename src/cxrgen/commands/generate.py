@@ -126,7 +126,7 @@ def _generate(args) -> int:
 
     if args.image and "OMP_NUM_THREADS" not in os.environ:
         # One study is thousands of tiny tensor operations: a second CPU thread only adds
-        # synchronisation (the same speed on an idle 2-core machine, several times slower on a busy one).
+        # synchronisation (no faster on an idle 2-core machine, several times slower on a busy one).
         torch.set_num_threads(1)
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
     decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len),
