@@ -41,6 +41,7 @@ class Bench:
 
 
 BENCHES = [
+    Bench("cli_speed", "The command line: one study, and early failures, beside `import torch`", ["--repeat", "3"], 150),
     Bench("seed_pipeline", "The seed's pipeline against ours (training step and decoding)",
           ["--batch-size", "4", "--steps", "1", "--threads", "1"], 300, json=True),
     Bench("train_speed", "Training throughput",

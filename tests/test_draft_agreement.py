@@ -66,7 +66,8 @@ def test_agreement_is_f1_between_the_stated_and_the_called_findings():
     texts = ["The lungs are clear.", "Small left pleural effusion.", "Cardiomegaly. Small left pleural effusion.",
              "Possible small left pleural effusion."]
     assert agreement(texts, frozenset({"Pleural Effusion"})) == pytest.approx([0.0, 1.0, 2 / 3, 1.0])
-    assert agreement(texts[:2], frozenset()) == [1.0, 0.0]  # nothing called: only a report stating nothing agrees
+    assert agreement(texts[:2], frozenset({"No Finding"})) == [1.0, 0.0]  # No Finding is one of the calls
+    assert agreement(["Degenerative changes of the spine."], frozenset()) == [1.0]  # nothing of the 14, nothing called
 
 
 def test_beam_search_lists_every_beam_best_first():

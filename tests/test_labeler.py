@@ -182,7 +182,7 @@ def test_cli_jsonl(tmp_path):
     (None, ".csv", "report", "not found"),
     ("study,report\ns1,Cardiomegaly.\n", ".csv", "text", "no column 'text'"),
     ('{"id": 1, "text": "Cardiomegaly."}\n{broken\n', ".jsonl", "text", "not valid JSON"),
-    ("[1, 2]\n", ".jsonl", "text", "must be an object"),
+    ("[1, 2]\n", ".jsonl", "text", "is not an object"),
     ("study,report\n", ".csv", "report", "no rows"),
 ])
 def test_cli_bad_input(tmp_path, capsys, content, suffix, column, message):

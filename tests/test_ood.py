@@ -63,7 +63,8 @@ def test_corrupt_statistics_are_one_line(calibrated, tmp_path):
 
     broken = shutil.copytree(calibrated, tmp_path / "model")
     (broken / FILE).write_bytes(b"not safetensors")
-    code, out, err = run_cli(["generate", "--model", str(broken), "--image", "x.png"])
+    Image.fromarray(next(ramp_pairs(1, 6))[0]).save(tmp_path / "ok.png")
+    code, out, err = run_cli(["generate", "--model", str(broken), "--image", str(tmp_path / "ok.png")])
     assert code == 2 and f"{broken / FILE} is corrupt" in err and "model calibrate" in err and "Traceback" not in err
 
 
@@ -89,6 +90,7 @@ def test_calibrate_command_and_card(manifest, tmp_path):
                               "--quantile", "0.9"])
     assert code == 0, err
     assert "frontal: threshold" in out and "lateral" not in out  # 7 training laterals: too few
+    assert not (d / "bank.json").exists()  # the two-report vocabulary spells none of the manifest's reports: no bank, no failure
     code, out, _ = run_cli(["model", "card", "--model", str(d)])
     card = json.loads(out)
     assert code == 0 and card["ood_check"]["quantile"] == 0.9 and set(card["ood_check"]["thresholds"]) == {"frontal"}

@@ -4,10 +4,7 @@ security headers, CORS only when asked, and an access log without tokens, file n
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
 import time
 
 import httpx
@@ -19,7 +16,7 @@ from cxrgen.cli import main
 from cxrgen.serve import create_app
 from cxrgen.serve.app import STATIC
 from cxrgen.serve.tokens import MIN_CHARS, TokenCheck
-from cxrgen.testing import StandInGenerator, png, serving
+from cxrgen.testing import StandInGenerator, png, run_cli_fresh, serving
 
 TOKEN, OTHER = "a" * 10 + "-token-for-the-tests-0123456789", "b" * 40
 ORIGIN = "https://viewer.example.org"
@@ -68,18 +65,13 @@ def test_open_host_without_token_is_refused_before_any_model(no_model, capsys):
     assert took < 5, f"{took:.2f} s"  # a generous bound: the model loader is never called (no_model)
 
 
-def test_open_host_refusal_imports_neither_torch_nor_the_server():
+def test_open_host_refusal_imports_neither_torch_nor_the_server(monkeypatch):
     """In a fresh interpreter, as a user runs it: the refusal comes before torch, FastAPI or uvicorn load."""
-    code = ("import sys, time; t = time.perf_counter(); from cxrgen.cli import main; "
-            "rc = main(['serve', '--model', 'M', '--host', '0.0.0.0']); "
-            "heavy = [m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules]; "
-            "print(rc, round(time.perf_counter() - t, 3), heavy)")
-    env = {k: v for k, v in os.environ.items() if k != "CXRGEN_TOKEN"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    rc, seconds, loaded = proc.stdout.split(maxsplit=2)
-    assert (rc, loaded.strip()) == ("2", "[]"), proc.stdout + proc.stderr
-    assert "--token-file" in proc.stderr and "Traceback" not in proc.stderr
-    assert float(seconds) < 10  # sanity only; about 0.5 s on an idle machine
+    monkeypatch.delenv("CXRGEN_TOKEN", raising=False)
+    code, err, seconds, heavy = run_cli_fresh(["serve", "--model", "M", "--host", "0.0.0.0"])
+    assert (code, heavy) == (2, []), err
+    assert "--token-file" in err and "Traceback" not in err
+    assert seconds < 10  # sanity only; about 0.5 s on an idle machine
 
 
 def test_insecure_no_auth_binds_and_warns(started, caplog):
@@ -160,7 +152,9 @@ def test_new_token_needs_no_model_and_differs_each_time(capsys):
         tokens.append(capsys.readouterr().out.strip())
     assert len(set(tokens)) == 3 and all(len(t) >= MIN_CHARS for t in tokens), tokens
     TokenCheck(tokens)  # each is a valid token
-    assert main(["serve"]) == 2 and "--model" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        main(["serve"])
+    assert "one of the arguments --model --new-token is required" in capsys.readouterr().err
 
 
 def test_token_check():

@@ -5,6 +5,7 @@ With access tokens it also checks that every secured operation refuses a request
 token and one with a wrong token (`ignored_auth`).
 """
 import re
+from http import HTTPStatus
 from pathlib import Path
 
 import schemathesis
@@ -47,3 +48,12 @@ def test_docs_list_the_specs_status_codes():
     spec = secured.raw_schema["paths"]
     assert table == {f"{method.upper()} {path}": sorted(int(c) for c in op["responses"])
                      for path, ops in spec.items() for method, op in ops.items()}
+
+
+def test_every_status_code_named_in_the_docs_is_in_the_spec_and_back():
+    """Prose and tables alike: docs/serve.md names exactly the status codes the spec declares."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text()
+    number = r"(?<![\d.,:/])\b([2-5]\d\d)\b(?![\d,./])(?!\s*(?:MB|kB|ms|px|tokens|requests|studies|x\b|×|%))"
+    named = {int(n) for n in re.findall(number, docs) if int(n) in {s.value for s in HTTPStatus}}
+    spec = {int(c) for ops in secured.raw_schema["paths"].values() for op in ops.values() for c in op["responses"]}
+    assert named == spec

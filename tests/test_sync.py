@@ -123,6 +123,18 @@ def test_encode_views_equals_the_old_encoding_and_zeros_absent_laterals():
         torch.testing.assert_close(a, b)
 
 
+def test_inference_without_laterals_encodes_once():
+    module, batch = tiny_module("finetune", directional=False)
+    model = module.model.eval()
+    images, front_only = batch["image"].float() / 255, torch.tensor([[True, False]] * len(REPORTS))
+    calls = []
+    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        new = model.encode_views(images, front_only)
+    assert len(calls) == 1
+    torch.testing.assert_close(new, old_encode_views(model, images, front_only))
+
+
 def test_grid_positions_are_built_once_and_stay_out_of_the_state_dict():
     module, batch = tiny_module("frozen", directional=False)
     model, feats, vm = module.model, batch["features"].float(), batch["view_mask"]

@@ -147,6 +147,18 @@ class ReportBank:
             raise UserError(f"{path} is corrupt ({e}); rebuild it with `cxrgen model calibrate` or retrain") from None
 
 
+def add_bank(model_dir: str | Path, reports: Sequence[str], tokenizer: ReportTokenizer, max_len: int) -> ReportBank | None:
+    """Write `bank_for_model` into a checkpoint folder; None (warned) when no training report qualifies, as
+    with a tiny vocabulary: the model is still good to use, reranking then chooses among its own beams."""
+    try:
+        bank = bank_for_model(reports, tokenizer, max_len)
+    except UserError as e:
+        _logger.warning("no report bank: %s; reranking chooses among the decoder's own beams", e)
+        return None
+    bank.save(model_dir)
+    return bank
+
+
 def bank_for_model(reports: Sequence[str], tokenizer: ReportTokenizer, max_len: int, per_set: int = 8) -> ReportBank:
     """The bank a checkpoint keeps, keyed on all 14 observations as the classifier calls them: training reports
     the decoder can score and a reader wants to see, that is

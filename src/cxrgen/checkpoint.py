@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-from safetensors.torch import load_model, save_model
+from typing import TYPE_CHECKING, Any
 
 from cxrgen import __version__
 from cxrgen.io import atomic_dir, atomic_write_text, finish_interrupted_swap
 from cxrgen.config import Config
-from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
-from cxrgen.models.generator import ReportModel
+
+if TYPE_CHECKING:  # torch is imported only when weights are saved or loaded: `check_checkpoint` stays fast
+    from cxrgen.data.tokenizer import ReportTokenizer
+    from cxrgen.models.generator import ReportModel
 
 FILES = ("config.json", "tokenizer.json", "model.safetensors", "meta.json")
 FORMAT = 1  # bump when a change makes older checkpoint folders unreadable
@@ -27,6 +27,8 @@ FORMAT = 1  # bump when a change makes older checkpoint folders unreadable
 
 def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: ReportTokenizer, config: Config,
                     meta: dict[str, Any] | None = None) -> Path:
+    from safetensors.torch import save_model
+
     with atomic_dir(directory) as tmp:
         config.save(tmp / "config.json")
         tokenizer.save(tmp)
@@ -36,8 +38,9 @@ def save_checkpoint(directory: str | Path, model: ReportModel, tokenizer: Report
     return Path(directory)
 
 
-def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer, Config, dict[str, Any]]:
-    """(model in eval mode, tokenizer, config, meta). Raises UserError for a missing or incomplete directory."""
+def check_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """meta.json of a complete checkpoint folder of this format, without importing torch; a missing,
+    incomplete or foreign folder is a UserError."""
     directory = Path(directory)
     finish_interrupted_swap(directory)
     if not directory.is_dir():
@@ -45,15 +48,27 @@ def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer
     missing = [f for f in FILES if not (directory / f).is_file()]
     if missing:
         raise UserError(f"{directory} is not a cxrgen checkpoint (missing {', '.join(missing)})")
-    try:
-        meta = json.loads((directory / "meta.json").read_text())
-        fmt = meta.get("format", 1)  # folders from before the field was added
-        written_by = f"cxrgen {meta.get('cxrgen_version', 'before 0.1.0')}"
-    except (ValueError, AttributeError) as e:
-        raise UserError(f"{directory / 'meta.json'} is corrupt ({e}); retrain or copy the model folder again") from None
+    meta = read_meta(directory)
+    fmt = meta.get("format", 1)  # folders from before the field was added
     if fmt != FORMAT:
-        raise UserError(f"{directory} is a checkpoint of format {fmt} (written by {written_by}); this cxrgen "
+        raise UserError(f"{directory} is a checkpoint of format {fmt} (written by {_written_by(meta)}); this cxrgen "
                         f"{__version__} reads format {FORMAT}: use the cxrgen version that wrote it, or retrain")
+    return meta
+
+
+def _written_by(meta: dict[str, Any]) -> str:
+    return f"cxrgen {meta.get('cxrgen_version', 'before 0.1.0')}"
+
+
+def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer, Config, dict[str, Any]]:
+    """(model in eval mode, tokenizer, config, meta). Raises UserError for a missing or incomplete directory."""
+    from safetensors.torch import load_model
+
+    from cxrgen.data.tokenizer import ReportTokenizer
+    from cxrgen.models.generator import ReportModel
+
+    directory = Path(directory)
+    meta = check_checkpoint(directory)
     try:
         config = Config.from_dict(json.loads((directory / "config.json").read_text()))
         tokenizer = ReportTokenizer.load(directory)
@@ -63,7 +78,7 @@ def load_checkpoint(directory: str | Path) -> tuple[ReportModel, ReportTokenizer
         raise
     except Exception as e:  # a field, a parameter name or a shape this code does not know
         reason = " ".join(str(e).split())[:300]
-        raise UserError(f"{directory} does not fit this cxrgen {__version__} (written by {written_by}: "
+        raise UserError(f"{directory} does not fit this cxrgen {__version__} (written by {_written_by(meta)}: "
                         f"{reason}); use the cxrgen version that wrote it, or retrain") from e
     return model.eval(), tokenizer, config, meta
 
@@ -74,9 +89,12 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{directory} is not a cxrgen checkpoint (missing meta.json)")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except ValueError as e:
         raise UserError(f"{path} is corrupt ({e}); retrain or copy the model folder again") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} is corrupt (not a JSON object); retrain or copy the model folder again")
+    return meta
 
 
 def update_meta(directory: str | Path, **entries: Any) -> None:

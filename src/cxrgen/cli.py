@@ -31,8 +31,15 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other cxrgen error (the usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cxrgen",
         description="Chest X-ray report generation. Research prototype: output is a draft, not a diagnosis.",
     )

@@ -1,4 +1,4 @@
-"""Files: atomic writes, and the one JSONL reader and writer.
+"""Files: atomic writes, the one JSONL reader and writer, and the one CSV-or-JSONL table reader.
 
 A write goes to a temporary sibling that is renamed into place only once complete, so a crash,
 a kill -9 or a full disk never leaves a half-written result under the final name; a full disk
@@ -7,7 +7,9 @@ same way by `atomic_dir`.
 """
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import shutil
@@ -20,7 +22,6 @@ from typing import IO, Any
 from cxrgen.errors import UserError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, quota exceeded, file size limit
-PREDICTION_LINE = '{"id": ..., "report": ...}'
 
 
 def is_disk_full(e: BaseException) -> bool:
@@ -115,6 +116,54 @@ def read_jsonl(path: str | Path, expected: str,
                 raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be {expected}") from None
 
 
+def read_table(path: str | Path, on_bad_row: Callable[[int, str], None] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a CSV or JSONL file, told apart by content: a file whose first character
+    is `{` or `[` is JSONL (one JSON object a line), anything else CSV with a header row.
+
+    A missing or binary file is a UserError; so is a row that is not an object or has the wrong
+    number of fields, or, with `on_bad_row(n, reason)`, it is reported there and skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; give a CSV or JSONL file") from None
+
+    def bad(n: int, reason: str) -> None:
+        if on_bad_row is None:
+            raise UserError(f"{path}:{n}: {reason}")
+        on_bad_row(n, reason)
+
+    if text.lstrip()[:1] in ("{", "["):
+        for n, row in read_jsonl(path, "a JSON object", on_bad_row):
+            if isinstance(row, dict):
+                yield n, row
+            else:
+                bad(n, f"JSON line is not an object (got {type(row).__name__})")
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if None in row or None in row.values():
+                bad(reader.line_num, "malformed CSV row (wrong number of fields)")
+            else:
+                yield reader.line_num, row
+    except csv.Error as e:
+        raise UserError(f"{path}: cannot read as CSV ({e})") from None
+
+
+def cell(path: str | Path, n: int, row: dict, column: str, kinds: tuple[type, ...] = (str,)) -> Any:
+    """row[column] of `read_table`, or a UserError naming the line and the columns the row has."""
+    if column not in row:
+        raise UserError(f"{path}:{n}: no column {column!r}; the columns are {', '.join(map(str, row)) or 'none'}")
+    if not isinstance(row[column], kinds):
+        raise UserError(f"{path}:{n}: {column!r} must be {' or '.join(k.__name__ for k in kinds)}, "
+                        f"got {type(row[column]).__name__}")
+    return row[column]
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     """One JSON object a line, written atomically; `rows` may be a generator (streamed). Returns the count."""
     n = 0
@@ -125,25 +174,26 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_prediction_rows(path: str | Path) -> dict[str, dict]:
-    """{id: row} from a JSONL file of {"id": ..., "report": ...} lines (what `cxrgen generate` writes;
-    its rows may also carry "calls", the conditions the model's classifier called, and "refused", why no
-    draft was written for that study: its report is then empty)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"predictions file not found: {path}")
+def read_prediction_rows(path: str | Path, id_column: str = "id", text_column: str = "report") -> dict[str, dict]:
+    """{id: {"id", "report"[, "calls"][, "refused"]}} from a CSV or JSONL file of predictions (`read_table`),
+    one study a row. `cxrgen generate` writes {"id", "report", "calls"} lines, "calls" being the conditions
+    the model's classifier called, and "refused" why no draft was written for that study (its report is
+    then empty); other files name their columns with `id_column` and `text_column`."""
     rows: dict[str, dict] = {}
-    for n, row in read_jsonl(path, PREDICTION_LINE):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)) or not isinstance(row.get("report"), str):
-            raise UserError(f'{path}:{n}: each line must be {{"id": "...", "report": "..."}}')
-        if "calls" in row and not (isinstance(row["calls"], list) and all(isinstance(c, str) for c in row["calls"])):
-            raise UserError(f'{path}:{n}: "calls" must be a list of condition names')
-        if "refused" in row and not (isinstance(row["refused"], str) and row["report"] == ""):
-            raise UserError(f'{path}:{n}: a row with "refused" must give the reason as a string and an empty report')
-        sid = str(row["id"])
+    for n, row in read_table(path):
+        sid = str(cell(path, n, row, id_column, (str, int)))
+        prediction = {"id": sid, "report": cell(path, n, row, text_column)}
+        if "calls" in row:
+            if not (isinstance(row["calls"], list) and all(isinstance(c, str) for c in row["calls"])):
+                raise UserError(f'{path}:{n}: "calls" must be a list of condition names')
+            prediction["calls"] = row["calls"]
+        if "refused" in row:
+            if not (isinstance(row["refused"], str) and prediction["report"] == ""):
+                raise UserError(f'{path}:{n}: a row with "refused" must give the reason as a string and an empty report')
+            prediction["refused"] = row["refused"]
         if sid in rows:
             raise UserError(f"{path}:{n}: duplicate id {sid!r}")
-        rows[sid] = row
+        rows[sid] = prediction
     if not rows:
         raise UserError(f'{path}: no predictions (empty file); write it with `cxrgen generate --data SPEC --output '
                         f'{path}` or give one {{"id": ..., "report": ...}} line per study')

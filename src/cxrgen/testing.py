@@ -70,9 +70,9 @@ _CHECKPOINT_REPORTS = ["The heart is normal in size. No pleural effusion or pneu
                        "Mild cardiomegaly. Small left pleural effusion. The lungs are clear."]
 
 
-def make_tiny_checkpoint(directory: Path) -> Path:
-    """A randomly initialised SERVE_CONFIG model, with a two-report vocabulary, saved through the
-    real checkpoint code (a few MB, seconds on a CPU)."""
+def make_tiny_checkpoint(directory: Path, **model: Any) -> Path:
+    """A randomly initialised SERVE_CONFIG model (`model` fields changed, e.g. another encoder), with
+    a two-report vocabulary, saved through the real checkpoint code (a few MB, seconds on a CPU)."""
     import torch
 
     from cxrgen.checkpoint import save_checkpoint
@@ -80,7 +80,7 @@ def make_tiny_checkpoint(directory: Path) -> Path:
     from cxrgen.data.tokenizer import ReportTokenizer
     from cxrgen.models.generator import ReportModel
 
-    cfg = Config.from_dict(tiny_config(**SERVE_CONFIG))
+    cfg = Config.from_dict(tiny_config(**{**SERVE_CONFIG, "model": {**SERVE_CONFIG["model"], **model}}))
     tok = ReportTokenizer.build(_CHECKPOINT_REPORTS)
     torch.manual_seed(0)
     return save_checkpoint(directory, ReportModel(cfg.model, len(tok), pretrained=False), tok, cfg)
@@ -337,6 +337,33 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+HEAVY_MODULES = ("torch", "timm", "transformers", "pandas", "fastapi", "uvicorn")
+
+_FRESH = """
+import json, sys, time
+start = time.perf_counter()
+from cxrgen.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:  # argparse's own errors
+    code = e.code
+print(json.dumps([code, time.perf_counter() - start, [m for m in {heavy!r} if m in sys.modules]]))
+"""
+
+
+def run_cli_fresh(argv: list[str]) -> tuple[int, str, float, list[str]]:
+    """`cxrgen ARGV` in a fresh interpreter, as a user runs it: (exit code, stderr, seconds from the
+    first import to the exit, which of HEAVY_MODULES it imported)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FRESH.format(heavy=HEAVY_MODULES), *argv],
+                          capture_output=True, text=True, timeout=120)
+    code, seconds, heavy = json.loads(proc.stdout.splitlines()[-1])
+    return code, proc.stderr, seconds, heavy
+
+
 def check_manifest(corpus: dict[str, Path], directory: Path) -> dict[str, str]:
     """`cxrgen data check manifest` over one study per file: {name: its problem line, or ""}."""
     manifest = directory / "bad.csv"
@@ -345,9 +372,9 @@ def check_manifest(corpus: dict[str, Path], directory: Path) -> dict[str, str]:
         w.writerow(["id", "image", "text"])
         for name, path in corpus.items():
             w.writerow([name, str(path), "The lungs are clear."])
-    _, out, _ = run_cli(["data", "check", "manifest", str(manifest)])
-    return {name: next((line for line in out.splitlines() if line.startswith(str(path))), "")
-            for name, path in corpus.items()}
+    _, out, _ = run_cli(["data", "check", "manifest", str(manifest), "--show", str(len(corpus))])
+    lines = [line.strip() for line in out.splitlines()]  # each problem, indented under its kind
+    return {name: next((line for line in lines if line.startswith(str(path))), "") for name, path in corpus.items()}
 
 
 def bad_image_outcomes(model: Path, corpus: dict[str, Path], workdir: Path) -> dict[str, dict]:

@@ -6,9 +6,23 @@ so that every other `cxrgen` command starts without it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from cxrgen.errors import UserError
+
+
+def _check(args) -> None:
+    """The dataset spec and the CLIP path, checked before torch is imported."""
+    from cxrgen.data.specs import check_spec
+
+    if getattr(args, "data", None):
+        check_spec(args.data)
+    if getattr(args, "clip", None) and not Path(args.clip).exists():
+        raise UserError(f"CLIP checkpoint not found: {args.clip}")
 
 
 def _train(args) -> int:
+    _check(args)
     from cxrgen.training.clip import load_run_config, study_pairs, train_clip_run
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
@@ -31,6 +45,7 @@ def _table(rows: dict[str, dict]) -> str:
 
 
 def _eval(args) -> int:
+    _check(args)
     from cxrgen.training.clip import evaluate_clip, study_pairs
     from cxrgen.models.clip import CXRClip, load_clip
 
@@ -50,6 +65,7 @@ def _eval(args) -> int:
 
 
 def _probe(args) -> int:
+    _check(args)
     from cxrgen.training.clip import study_pairs
     from cxrgen.models.clip import ClipConfig, CXRClip, load_clip
 
@@ -63,6 +79,7 @@ def _probe(args) -> int:
 
 
 def _retrieve(args) -> int:
+    _check(args)
     from cxrgen.io import write_predictions
     from cxrgen.models.clip import load_clip
     from cxrgen.retrieval import retrieve_split

@@ -13,22 +13,26 @@ from cxrgen.errors import UserError
 
 
 def _run(args) -> int:
-    from cxrgen.evaluate.nlg import NLGScorer
+    from cxrgen.data.specs import check_spec
     from cxrgen.io import read_prediction_rows
 
     if args.bootstrap < 1:
         raise UserError("--bootstrap must be at least 1")
+    check_spec(args.dataset)  # before the METEOR JVM starts
     systems: dict[str, dict[str, str]] = {}
     calls: dict[str, dict[str, list[str]]] = {}  # systems whose files carry their classifier's calls
     refused: dict[str, int] = {}  # studies a system wrote no draft for ("refused" rows): scored as empty reports
     for p in map(Path, args.predictions):
         if p.stem in systems:
             raise UserError(f"two prediction files are both named {p.stem!r}; rename one (the file stem names the system)")
-        rows = read_prediction_rows(p)
+        rows = read_prediction_rows(p, args.id_column, args.text_column)
         systems[p.stem] = {sid: row["report"] for sid, row in rows.items()}
         refused[p.stem] = sum("refused" in row for row in rows.values())
         if all("calls" in row or "refused" in row for row in rows.values()):  # a refused study called nothing
             calls[p.stem] = {sid: row.get("calls", []) for sid, row in rows.items()}
+
+    from cxrgen.evaluate.nlg import NLGScorer
+
     with NLGScorer() as scorer:  # start the METEOR JVM now: it loads while the data and baselines do
         return _evaluate(args, systems, calls, refused, scorer)
 
@@ -63,8 +67,12 @@ def _evaluate(args, systems: dict[str, dict[str, str]], calls: dict[str, dict[st
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="NLG + clinical-efficacy metrics with bootstrap CIs, beside baselines")
-    p.add_argument("--predictions", action="append", required=True, metavar="FILE.jsonl",
-                   help='JSONL of {"id", "report"}; repeat to compare systems (named by file stem)')
+    p.add_argument("--predictions", action="append", required=True, metavar="FILE",
+                   help="CSV or JSONL of predicted reports (what `cxrgen generate --data` writes); repeat to "
+                        "compare systems (named by file stem)")
+    p.add_argument("--id-column", default="id", help="the predictions' column (JSONL key) of study ids (default id)")
+    p.add_argument("--text-column", default="report",
+                   help="the predictions' column (JSONL key) of report text (default report)")
     p.add_argument("--dataset", required=True, help="dataset spec, e.g. iu-xray or phantom:DIR")
     p.add_argument("--split", default="test", help="split to score against (default test)")
     p.add_argument("--output", required=True, help="output folder")

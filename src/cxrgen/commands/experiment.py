@@ -1,8 +1,18 @@
 """`cxrgen experiment CONFIG.yaml`: a multi-seed ablation (the work is in `cxrgen.training.experiment`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from cxrgen.errors import UserError
+
 
 def _experiment(args) -> int:
+    if not Path(args.config).is_file():  # before torch and Lightning are imported
+        raise UserError(f"experiment file not found: {args.config}")
+    if args.data:
+        from cxrgen.data.specs import check_spec
+
+        check_spec(args.data)
     from cxrgen.training.experiment import run_experiment
 
     out = run_experiment(args.config, args.data, args.output)

@@ -1,12 +1,31 @@
-"""`cxrgen generate`: reports for one study (printed) or a whole split (JSONL for `cxrgen eval`)."""
+"""`cxrgen generate`: reports for one study (printed) or a whole split (JSONL for `cxrgen eval`).
+
+Arguments, the model folder and the images are checked before torch is imported, so a mistake is
+reported in well under a second; only then is the model loaded.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from cxrgen.errors import UserError
 
 UNLIKE = "This image is unlike the images this model was trained on; the draft is not meaningful"
+
+JSON_FIELDS = """\
+--json prints one object:
+  report         the draft findings (text)
+  probabilities  {condition: probability} for the 14 CheXpert conditions, from the model's classifier
+  calls          the conditions the classifier calls present at its tuned thresholds
+  ood            one {view, score, threshold, flag} per view given (frontal first): flag is true when
+                 the image is unlike the model's training images; null when the model has no
+                 training statistics (add them with `cxrgen model calibrate`)
+  attention      only with --attention: a square grid (rows top to bottom) over the frontal image,
+                 where the decoder looked while writing (the last layer's cross-attention, averaged
+                 over heads and words, scaled to a maximum of 1)
+  disclaimer     the research-draft notice
+--data writes one {id, report, calls, ood} line per study."""
 
 
 def flagged(ood: list[dict] | None) -> list[dict]:
@@ -18,21 +37,27 @@ def why(views: list[dict]) -> str:
     return ", ".join(f"{v['view']} score {v['score']:.1f} > threshold {v['threshold']:.1f}" for v in views)
 
 
-def _single(gen, args, decode: dict) -> int:
-    from cxrgen import DISCLAIMER
+def _read_views(args):
+    """The frontal and optional lateral image as arrays (numpy and PIL only: no torch yet)."""
     from cxrgen.data.images import ImageError, load_image
 
     try:
-        frontal = load_image(args.image)
-        lateral = load_image(args.lateral) if args.lateral else None
+        return load_image(args.image), load_image(args.lateral) if args.lateral else None
     except ImageError as e:
         raise UserError(str(e)) from None
-    out = gen.generate(frontal, lateral, **decode)
+
+
+def _single(gen, views, args, decode: dict) -> int:
+    from cxrgen import DISCLAIMER
+
+    out = gen.generate(*views, return_attention=args.attention, **decode)
     bad = flagged(out["ood"])
     if bad and args.refuse_ood:
         raise UserError(f"{UNLIKE} ({why(bad)}); no draft written (--refuse-ood)")
     if args.json:
-        out["attention"] = None if out["attention"] is None else out["attention"].round(4).tolist()
+        attention = out.pop("attention")
+        if args.attention:
+            out["attention"] = attention.round(4).tolist()
         print(json.dumps({**out, "disclaimer": DISCLAIMER}, indent=2))
     else:
         if bad:
@@ -46,16 +71,10 @@ def _single(gen, args, decode: dict) -> int:
     return 0
 
 
-def _split(gen, args, decode: dict) -> int:
-    from cxrgen.data.specs import load_studies
+def _split(gen, studies, args, decode: dict) -> int:
     from cxrgen.inference import generate_for_studies
     from cxrgen.io import write_jsonl
 
-    if not args.output:
-        raise UserError("--data needs --output PREDICTIONS.jsonl")
-    studies = [s for s in load_studies(args.data, args.split) if s.frontal is not None and s.frontal.path]
-    if not studies:
-        raise UserError(f"no studies with a frontal image in {args.data} (split {args.split})")
     skipped, unlike = [], []
 
     def rows():
@@ -83,49 +102,53 @@ def _split(gen, args, decode: dict) -> int:
     return 0
 
 
-def _retrieval(args) -> int:
-    """CXR-RePaiR-style baseline (cxrgen.retrieval): nearest training report(s) in CLIP space."""
-    from cxrgen.io import write_predictions
-    from cxrgen.models.clip import load_clip
-    from cxrgen.retrieval import retrieve_split
+def _split_studies(args) -> list:
+    from cxrgen.data.specs import load_studies
 
-    if not args.clip:
-        raise UserError("--method retrieval needs --clip DIR")
-    if not args.data or not args.output:
-        raise UserError("retrieval needs --data SPEC and --output PREDICTIONS.jsonl")
-    preds = retrieve_split(load_clip(args.clip), args.data, args.split, args.k)
-    write_predictions(preds, args.output)
-    print(f"{len(preds)} retrieved reports written to {args.output}")
-    return 0
+    if not args.output:
+        raise UserError("--data needs --output PREDICTIONS.jsonl")
+    studies = [s for s in load_studies(args.data, args.split) if s.frontal is not None and s.frontal.path]
+    if not studies:
+        raise UserError(f"no studies with a frontal image in {args.data} (split {args.split})")
+    return studies
 
 
 def _generate(args) -> int:
-    from cxrgen.inference import ReportGenerator
+    from cxrgen.checkpoint import check_checkpoint
 
-    if args.method == "retrieval":
-        return _retrieval(args)
-    if not args.model:
-        raise UserError("--model is required (or use --method retrieval --clip DIR)")
-    if bool(args.image) == bool(args.data):
-        raise UserError("give either --image FRONTAL.png or --data SPEC --output PREDICTIONS.jsonl")
+    if args.attention and not args.json:
+        raise UserError("--attention adds the attention grid to --json output; add --json")
+    check_checkpoint(args.model)
+    inputs = _read_views(args) if args.image else _split_studies(args)
+
+    import torch
+
+    from cxrgen.inference import ReportGenerator  # torch: only once everything above is in order
+
+    if args.image and "OMP_NUM_THREADS" not in os.environ:
+        # One study is thousands of tiny tensor operations: a second CPU thread only adds
+        # synchronisation (no faster on an idle 2-core machine, several times slower on a busy one).
+        torch.set_num_threads(1)
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
     decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len),
                                 ("length_penalty", args.length_penalty), ("rerank", args.rerank)) if v is not None}
     decode["skip_flagged"] = args.refuse_ood  # a flagged image is not decoded at all
-    return _single(gen, args, decode) if args.image else _split(gen, args, decode)
+    return _single(gen, inputs, args, decode) if args.image else _split(gen, inputs, args, decode)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="generate reports from images (one study, or a dataset split to JSONL)")
-    p.add_argument("--model", help="checkpoint directory (e.g. runs/NAME/model)")
-    p.add_argument("--method", choices=("model", "retrieval"), default="model",
-                   help="retrieval: nearest training report(s) in CLIP space (needs --clip, --data, --output)")
-    p.add_argument("--clip", help="CLIP for --method retrieval (cxrgen clip train output, open_clip .pt, HF folder)")
-    p.add_argument("--k", type=int, default=1, help="--method retrieval: 1 = whole report, >1 = top-k sentences")
-    p.add_argument("--image", help="frontal image (PNG, JPEG or DICOM)")
-    p.add_argument("--lateral", help="lateral image of the same study (optional)")
-    p.add_argument("--json", action="store_true", help="print report, finding probabilities and attention as JSON")
-    p.add_argument("--data", help="dataset spec, e.g. phantom:DIR; writes JSONL {id, report, calls, ood}")
+    p = sub.add_parser("generate", help="generate reports from images (one study, or a dataset split to JSONL)",
+                       description="Draft findings for one study (--image) or every study of a dataset split\n"
+                                   "(--data, written as JSONL for `cxrgen eval`). Research prototype: a draft, "
+                                   "not a diagnosis.",
+                       epilog=JSON_FIELDS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint directory (e.g. runs/NAME/model)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="frontal image (PNG, JPEG or DICOM): print its draft")
+    what.add_argument("--data", help="dataset spec, e.g. phantom:DIR: write {id, report, calls, ood} lines to --output")
+    p.add_argument("--lateral", help="with --image: lateral image of the same study (optional)")
+    p.add_argument("--json", action="store_true", help="with --image: print the fields below as JSON")
+    p.add_argument("--attention", action="store_true", help="with --json: add the attention grid")
     p.add_argument("--split", default="test", help="split of --data (default test)")
     p.add_argument("--output", help="predictions JSONL path (with --data)")
     p.add_argument("--batch-size", type=int, default=16)

@@ -1,5 +1,5 @@
-"""`cxrgen model`: what a checkpoint is (`card`, `record-metrics`) and its training statistics for the
-OOD check (`calibrate`)."""
+"""`cxrgen model`: what a checkpoint is (`card`, `record-metrics`) and what it keeps from its training
+data (`calibrate`: the OOD check's statistics and the report bank)."""
 from __future__ import annotations
 
 import json
@@ -8,17 +8,21 @@ from cxrgen.errors import UserError
 
 
 def _calibrate(args) -> int:
-    from cxrgen.bank import bank_for_model
-    from cxrgen.checkpoint import load_checkpoint
-    from cxrgen.data.loader import assign_splits
-    from cxrgen.data.reports import target_text
+    from cxrgen.checkpoint import check_checkpoint
     from cxrgen.data.specs import load_studies
-    from cxrgen.inference import calibrate, study_images
 
     if not 0 < args.quantile < 1:  # before minutes of encoding
         raise UserError(f"--quantile must be between 0 and 1, got {args.quantile}")
-    model, tokenizer, config, _ = load_checkpoint(args.model)
+    check_checkpoint(args.model)
     studies = load_studies(args.data)
+
+    from cxrgen.bank import add_bank
+    from cxrgen.checkpoint import load_checkpoint  # torch: only once the model folder and data are in order
+    from cxrgen.data.loader import assign_splits
+    from cxrgen.data.reports import target_text
+    from cxrgen.inference import calibrate, study_images
+
+    model, tokenizer, config, _ = load_checkpoint(args.model)
     assign_splits(studies)  # the same split training used for studies without one
     train, val = ([s for s in studies if s.split == k] for k in ("train", "val"))
     if not train or not val:
@@ -31,10 +35,10 @@ def _calibrate(args) -> int:
         print(f"{name}: threshold {v['threshold']:.2f} (validation {100 * args.quantile:g}th percentile of "
               f"{v['val_images']} images; fitted on {v['train_images']} training images)")
     reports = [target_text(s) for s in train if target_text(s)]
-    bank = bank_for_model(reports, tokenizer, config.model.max_len)
-    bank.save(args.model)
-    print(f"report bank: {len(bank.sets)} finding sets from {len(reports)} training reports")
-    print(f"training statistics and report bank written to {args.model}")
+    bank = add_bank(args.model, reports, tokenizer, config.model.max_len)
+    if bank is not None:
+        print(f"report bank: {len(bank.sets)} finding sets from {len(reports)} training reports")
+    print(f"written to {args.model}")
     return 0
 
 

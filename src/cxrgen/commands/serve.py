@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cxrgen.checkpoint import check_checkpoint
 from cxrgen.data.images import DEFAULT_MAX_PIXELS
 from cxrgen.errors import UserError
 from cxrgen.serve.tokens import new_token, read_tokens
@@ -19,14 +20,15 @@ def register(sub) -> None:
                        description="Serve the report page and /v1/reports. With --token-file (or CXRGEN_TOKEN) "
                                    "every /v1/ request needs 'Authorization: Bearer <token>'. Binding an address "
                                    "other machines can reach needs a token (or --insecure-no-auth).")
-    p.add_argument("--model", type=Path, help="model directory (from `cxrgen train`); required unless --new-token")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", type=Path, help="model directory (from `cxrgen train`)")
+    what.add_argument("--new-token", action="store_true", help="print a fresh random access token and exit")
     p.add_argument("--clip", type=Path, help="CLIP directory or state-dict file: enables the 3 most similar "
                                              "training cases (IU X-ray training reports)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token-file", type=Path, help="access tokens, one per line, each at least 32 characters "
                                                    "(default: the CXRGEN_TOKEN environment variable)")
-    p.add_argument("--new-token", action="store_true", help="print a fresh random token and exit")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="bind a non-loopback --host without a token: anyone who reaches it can use it")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
@@ -61,7 +63,11 @@ def _origin(value: str) -> str:
 
 
 def load_services(model_dir: Path, clip_path: Path | None):
-    """Load the generator (and the similar-case search) once; bad paths become UserErrors."""
+    """Load the generator (and the similar-case search) once; bad paths become UserErrors, the model
+    folder's before torch is imported."""
+    check_checkpoint(model_dir)
+    if clip_path is not None and not clip_path.exists():
+        raise UserError(f"--clip {clip_path}: no such file or folder")
     from cxrgen.inference import ReportGenerator
     from cxrgen.serve.similar import SimilarCases
 
@@ -74,8 +80,6 @@ def run(args) -> int:
         print(new_token())
         return 0
     # Every refusal comes before uvicorn, FastAPI or torch is imported: a bad start fails in well under a second.
-    if args.model is None:
-        raise UserError("the following argument is required: --model DIR (or --new-token)")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must be between 0 and 65535")
     if args.token_file is not None and "CXRGEN_TOKEN" in os.environ:
@@ -89,12 +93,12 @@ def run(args) -> int:
                         "run `cxrgen serve --new-token > tokens.txt` and add --token-file tokens.txt "
                         "(or bind 127.0.0.1)")
     origins = [_origin(o) for o in args.cors_origin]
+    generator, retriever = load_services(args.model, args.clip)
 
     import uvicorn
 
     from cxrgen.serve import create_app
 
-    generator, retriever = load_services(args.model, args.clip)
     app = create_app(generator, retriever=retriever, model_name=str(args.model), max_upload_mb=args.max_upload_mb,
                      max_pixels=args.max_pixels, capacity=args.capacity, max_batch=args.batch, tokens=tokens,
                      cors_origins=origins, refuse_ood=args.refuse_ood)

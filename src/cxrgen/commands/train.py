@@ -7,7 +7,6 @@ from pathlib import Path
 def _train(args) -> int:
     from cxrgen.config import load_config
     from cxrgen.data.specs import load_studies
-    from cxrgen.training.fit import fit
 
     overrides = list(args.set)
     for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"), ("mode", "train.mode"),
@@ -21,6 +20,9 @@ def _train(args) -> int:
     config_path = args.config or (output / "config.yaml" if args.resume else "configs/default.yaml")
     config = load_config(config_path, overrides)
     studies = load_studies(args.data)
+
+    from cxrgen.training.fit import fit  # torch and Lightning: only once the config and data are in order
+
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     result = fit(config, studies, output, cache_dir=args.cache_dir, accelerator=args.accelerator,
                  devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, resume=args.resume,

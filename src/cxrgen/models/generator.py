@@ -85,12 +85,15 @@ class ReportModel(nn.Module):
     def encode_views(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
         """Images (B, 2, 1, H, W) in [0, 1] -> encoder tokens (B, 2, N, C); an absent lateral's tokens are zeros.
 
-        Fixed shapes, no host sync: every row's lateral slot is encoded and absent ones are zeroed
-        after. An absent lateral is encoded as a copy of its frontal, so in fine-tuning BatchNorm's
-        batch statistics see radiographs rather than blank frames.
+        In training, fixed shapes and no host sync: every row's lateral slot is encoded and absent ones
+        are zeroed after. An absent lateral is encoded as a copy of its frontal, so in fine-tuning
+        BatchNorm's batch statistics see radiographs rather than blank frames. At inference a batch
+        without any lateral (one frontal image, the usual single study) skips the second pass.
         """
         has_lat = view_mask[:, 1]
         front = self.encoder(images[:, 0])  # (B, N, C)
+        if not self.training and not has_lat.any():
+            return torch.stack([front, torch.zeros_like(front)], dim=1)
         lat = self.encoder(torch.where(has_lat[:, None, None, None], images[:, 1], images[:, 0]))
         lat = torch.where(has_lat[:, None, None], lat, 0.0)
         return torch.stack([front, lat], dim=1)

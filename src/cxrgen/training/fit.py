@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from cxrgen.bank import bank_for_model
+from cxrgen.bank import add_bank
 from cxrgen.checkpoint import load_checkpoint, save_checkpoint
 from cxrgen.config import Config
 from cxrgen.data.cache import ImageCache
@@ -229,7 +229,7 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
             if not (output / "model").exists():  # no validation pass ran: keep the last weights
                 save_checkpoint(output / "model", model, tokenizer, config, meta)
             add_ood_stats(output / "model", dm, trainer.strategy.root_device)
-            bank_for_model([target_text(s) for s in splits["train"]], tokenizer, config.model.max_len).save(output / "model")
+            add_bank(output / "model", [target_text(s) for s in splits["train"]], tokenizer, config.model.max_len)
             merge_csv_log(metrics_csv)
             if metrics_csv.exists():
                 plot_loss_curve(metrics_csv, output / "loss_curve.png")

@@ -23,7 +23,7 @@ def _rows(path: Path, problems: list[Problem], required: set[str]):
         reader = csv.DictReader(f)
         missing = required - set(reader.fieldnames or [])
         if missing:
-            problems.append(Problem(str(path), f"missing columns {sorted(missing)}"))
+            problems.append(Problem(str(path), f"missing columns ({', '.join(sorted(missing))})"))
             return
         for line, row in enumerate(reader, start=2):
             if None in row or any(row.get(c) is None for c in required):
@@ -47,7 +47,7 @@ def read_kaggle(root: str | Path, problems: list[Problem] | None = None) -> list
     for line, row in _rows(root / "indiana_reports.csv", problems, fields):
         uid = row["uid"]
         if uid in seen:
-            problems.append(Problem(f"{root / 'indiana_reports.csv'}:{line}", f"duplicate id {uid}"))
+            problems.append(Problem(f"{root / 'indiana_reports.csv'}:{line}", f"duplicate id ({uid})"))
             continue
         seen.add(uid)
         refs = sorted(by_uid.get(uid, []), key=lambda r: r.view == "LL")  # frontal first

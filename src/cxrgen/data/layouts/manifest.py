@@ -1,22 +1,22 @@
-"""Generic manifest: a CSV or JSONL file, one row per study (or per image when an id repeats).
+"""Generic manifest: a CSV or JSONL file (`cxrgen.io.read_table`), one row per study (or per image when an id repeats).
 
 Columns (first match wins):
 - image paths: `image`, `image_path`, `path`, `frontal` (several paths in one cell split on `;` or `|`),
   plus an optional `lateral`;
 - report text: `text`, `report`, `findings` (and an optional `impression`);
-- optional `id`, `split` (train / val / test), `view` (PA / AP / LL).
+- optional `id`, `split` (train / val / test), `view` (PA / AP / LL; images of a `frontal` column
+  without one are FRONTAL, a `lateral` column's LL).
 Relative paths resolve against the manifest's folder. Without a split column, a study goes to
 train / val / test with probability 0.8 / 0.1 / 0.1, decided by a hash of its id (deterministic,
 stable when rows are added).
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
 from cxrgen.data.studies import ImageRef, Problem, Study
-from cxrgen.io import read_jsonl
+from cxrgen.io import read_table
 
 IMAGE_COLUMNS = ("image", "image_path", "path", "frontal")
 TEXT_COLUMNS = ("text", "report", "findings")
@@ -34,24 +34,6 @@ def hash_split(study_id: str) -> str:
     return SPLIT_FRACTIONS[-1][0]
 
 
-def _read_rows(path: Path, problems: list[Problem]):
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        bad = lambda line, reason: problems.append(Problem(f"{path}:{line}", reason))
-        for line, row in read_jsonl(path, "a JSON object", on_bad_line=bad):
-            if not isinstance(row, dict):
-                bad(line, "JSON line is not an object")
-                continue
-            yield line, row
-        return
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        for line, row in enumerate(reader, start=2):
-            if None in row or None in row.values():
-                problems.append(Problem(f"{path}:{line}", "malformed CSV row (wrong number of fields)"))
-                continue
-            yield line, row
-
-
 def _first(row: dict, names) -> str | None:
     return next((n for n in names if n in row), None)
 
@@ -63,7 +45,7 @@ def read_manifest(path: str | Path, problems: list[Problem] | None = None) -> li
     problems = [] if problems is None else problems
     base = path.parent
     studies: dict[str, Study] = {}
-    for line, row in _read_rows(path, problems):
+    for line, row in read_table(path, on_bad_row=lambda n, reason: problems.append(Problem(f"{path}:{n}", reason))):
         where = f"{path}:{line}"
         image_col, text_col = _first(row, IMAGE_COLUMNS), _first(row, TEXT_COLUMNS)
         if image_col is None or text_col is None:
@@ -76,7 +58,7 @@ def read_manifest(path: str | Path, problems: list[Problem] | None = None) -> li
             problems.append(Problem(where, "no image path"))
             continue
         sid = str(row.get("id") or Path(cells[0]).stem)
-        view = (row.get("view") or "").upper() or None
+        view = (row.get("view") or "").upper() or ("FRONTAL" if image_col == "frontal" else None)
         refs = [
             ImageRef(base / c, "LL" if row.get("lateral") and i == len(cells) - 1 else view, Path(c).stem)
             for i, c in enumerate(cells)
@@ -87,7 +69,7 @@ def read_manifest(path: str | Path, problems: list[Problem] | None = None) -> li
             if "id" in row and " ".join(str(row[text_col]).split()) == studies[sid].findings:
                 studies[sid].images.extend(refs)
             else:
-                problems.append(Problem(where, f"duplicate id {sid}"))
+                problems.append(Problem(where, f"duplicate id ({sid})"))
             continue
         split = _SPLITS.get(str(row.get("split") or "").strip().lower()) or hash_split(sid)
         studies[sid] = Study(

@@ -30,7 +30,7 @@ def read_r2gen(root: str | Path, problems: list[Problem] | None = None) -> list[
                 continue
             sid = str(item["id"])
             if sid in seen:
-                problems.append(Problem(where, f"duplicate id {sid}"))
+                problems.append(Problem(where, f"duplicate id ({sid})"))
                 continue
             seen.add(sid)
             paths = item.get("image_path") or []

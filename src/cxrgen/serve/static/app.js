@@ -124,11 +124,13 @@ function drawAgreement(data) {
 
 function drawGuard(guard) {
   const ok = guard.passed;
-  const text = ok === true ? "Checked: the plain version keeps every finding, negation and side of the draft."
+  // It compares the two texts: it says nothing about whether the draft itself is right.
+  const text = ok === true ? "The plain version says the same as the draft (same findings, negations and sides). "
+      + "This compares the two texts; it does not check the draft."
     : ok === false ? "Warning: the plain version could not be checked against the draft; read the draft."
     : "";
   $("guard").textContent = text;
-  $("guard").className = "guard " + (ok === false ? "bad" : "good");
+  $("guard").className = ok === false ? "guard bad" : "guard";
 }
 
 // The OOD verdict: a red banner over the draft when any view is flagged; a note when there is no check.
