@@ -21,16 +21,19 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocoevalcap.bleu.bleu_scorer import precook
 
 from cxrgen.data.reports import PLACEHOLDER
-from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
 from cxrgen.evaluate.nlg import bleu_from_counts, clean
 from cxrgen.io import atomic_write_text
 from cxrgen.labeler import CONDITIONS, label_many
+
+if TYPE_CHECKING:  # the tokenizer imports torch, which `cxrgen baseline --help` should not wait for
+    from cxrgen.data.tokenizer import ReportTokenizer
 
 _logger = logging.getLogger(__name__)
 

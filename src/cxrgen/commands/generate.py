@@ -18,6 +18,8 @@ JSON_FIELDS = """\
   report         the draft findings (text)
   probabilities  {condition: probability} for the 14 CheXpert conditions, from the model's classifier
   calls          the conditions the classifier calls present at its tuned thresholds
+  unstated       called conditions that the draft does not state (empty when they agree)
+  uncalled       conditions the draft states that the classifier does not call (empty when they agree)
   ood            one {view, score, threshold, flag} per view given (frontal first): flag is true when
                  the image is unlike the model's training images; null when the model has no
                  training statistics (add them with `cxrgen model calibrate`)
@@ -157,7 +159,8 @@ def register(sub) -> None:
     p.add_argument("--length-penalty", type=float,
                    help="beam search ranks by log p / length ** this (default from the model's config)")
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the beam whose findings agree best with the classifier's calls (default from the model's config)")
+                   help="keep the candidate (the beams, plus the model's report bank for the called findings) whose "
+                        "findings agree best with the classifier's calls (default from the model's config)")
     p.add_argument("--refuse-ood", action="store_true",
                    help="write no draft for an image unlike the model's training images (exit 2 for --image; "
                         'for --data a row with an empty report and "refused": "ood"); by default it gets its draft '
