@@ -63,7 +63,7 @@ class DecodeConfig:
     max_len: int = 100
     length_penalty: float = 1.0  # final score = sum log p / length ** length_penalty
     no_repeat_ngram: int = 3  # 0 disables
-    rerank: bool = False  # keep the candidate (beams, plus the checkpoint's report bank) that states the classifier's calls
+    rerank: bool = True  # keep the candidate (beams, plus the checkpoint's report bank) that states the classifier's calls
 
 
 @dataclass

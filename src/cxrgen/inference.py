@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from cxrgen.checkpoint import load_checkpoint
 from cxrgen.config import Config
 from cxrgen.data.images import ImageError, load_image, resize
+from cxrgen.data.reports import PLACEHOLDER
 from cxrgen.data.studies import Study
 from cxrgen.bank import ReportBank, finding_set
 from cxrgen.decoding import generate, score_sequences
@@ -132,8 +133,7 @@ class ReportGenerator:
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
         sequences = out.sequences
         if dc.rerank if rerank is None else rerank:
-            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called, dc.length_penalty
-                                     if length_penalty is None else length_penalty)
+            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called)
         reports = [self.tokenizer.decode(ids) for ids in sequences]
         results = []
         for i, (report, labels) in enumerate(zip(reports, label_many(reports))):
@@ -152,10 +152,12 @@ class ReportGenerator:
                             "attention": att})
         return results
 
-    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray, length_penalty: float) -> list[list[int]]:
-        """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`); the
-        decoder's length-normalised score breaks ties. Candidates: the decoder's beams, plus, with a bank,
-        the training reports of the called finding set (or the nearest set the bank has)."""
+    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray) -> list[list[int]]:
+        """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`), a
+        draft without a de-identification placeholder ("XXXX") before one with; the decoder's mean
+        log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, the
+        training reports of the called set (or the nearest set the bank has). The mean, not beam search's
+        length-penalised score, chose drafts that hallucinate less on validation data (docs/results.md)."""
         wanted = [frozenset(c for c, on in zip(CONDITIONS, row) if on) for row in called]
         cands = [list(b) for b in beams]
         if self.bank is not None:
@@ -163,11 +165,13 @@ class ReportGenerator:
                 c += [ids for ids in map(self._encode_bank, self.bank.candidates(w)) if ids not in c]
         rows = [i for i, c in enumerate(cands) for _ in c]
         scores = score_sequences(self.model.decoder, memory.select(rows), [seq for c in cands for seq in c],
-                                 self.tokenizer.bos_id, self.tokenizer.eos_id, length_penalty).tolist()
+                                 self.tokenizer.bos_id, self.tokenizer.eos_id).tolist()
         chosen, start = [], 0
         for c, w in zip(cands, wanted):
-            agree = agreement([self.tokenizer.decode(seq) for seq in c], w)
-            chosen.append(c[max(range(len(c)), key=lambda k: (agree[k], scores[start + k]))])
+            texts = [self.tokenizer.decode(seq) for seq in c]
+            agree = agreement(texts, w)
+            key = lambda k: (not PLACEHOLDER.search(texts[k]), agree[k], scores[start + k])
+            chosen.append(c[max(range(len(c)), key=key)])
             start += len(c)
         return chosen
 
