@@ -115,3 +115,21 @@ def test_reranking_with_a_bank_states_the_called_finding(tmp_path):
     drafted = gen.generate(image, rerank=True)
     assert drafted["report"] == "Mild cardiomegaly."
     assert gen.generate(image, rerank=False)["report"] == plain["report"]
+
+
+def test_a_set_the_bank_lacks_is_planned_from_its_nearest_set_with_the_missing_finding_stated():
+    from cxrgen.bank import statable
+
+    reports = ["The heart is enlarged. No pleural effusion."] * 4 + [
+               "Small left pleural effusion.", "There is a small pleural effusion.", "There is a small pleural effusion.",
+               "The lungs are clear."]
+    bank = ReportBank.build(reports, label_many(reports), no_finding=True, with_sentences=True)
+    assert bank.sentences["Pleural Effusion"] == "There is a small pleural effusion."
+    both = frozenset({"Cardiomegaly", "Pleural Effusion"})
+    assert both not in bank.sets
+    planned = bank.plan(both)
+    assert planned == ["The heart is enlarged. There is a small pleural effusion."]  # the denial is gone
+    assert finding_set(label_many(planned)[0], no_finding=True) == both
+    assert bank.plan(frozenset({"No Finding"})) == ["The lungs are clear."]  # a set the bank has: as is
+    assert statable(frozenset({"No Finding", "Pleural Effusion"})) == frozenset({"Pleural Effusion"})
+    assert statable(frozenset({"No Finding", "Support Devices"})) == frozenset({"No Finding", "Support Devices"})

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pycocoevalcap.bleu.bleu_scorer import precook
 
-from cxrgen.data.reports import PLACEHOLDER
+from cxrgen.data.reports import PLACEHOLDER, split_sentences
 from cxrgen.errors import UserError
 from cxrgen.evaluate.nlg import bleu_from_counts, clean
 from cxrgen.io import atomic_write_text
@@ -94,19 +94,30 @@ def consensus_order(reports: Sequence[str]) -> list[str]:
     return [raw[c] for c in order]
 
 
-class ReportBank:
-    """Finding set -> up to `per_set` training reports, most typical first."""
+def statable(calls: frozenset[str]) -> frozenset[str]:
+    """What one report can state of a set of calls: No Finding cannot stand beside one of the 13
+    pathologies (CheXpert's rule; Support Devices aside), so there the pathologies win."""
+    return calls - {"No Finding"} if calls - {"No Finding", "Support Devices"} else calls
 
-    def __init__(self, sets: dict[frozenset[str], list[str]], sizes: dict[frozenset[str], int], no_finding: bool):
+
+class ReportBank:
+    """Finding set -> up to `per_set` training reports, most typical first; and, per observation, the most
+    frequent training sentence that states it alone (to write a set the bank lacks, see `plan`)."""
+
+    def __init__(self, sets: dict[frozenset[str], list[str]], sizes: dict[frozenset[str], int], no_finding: bool,
+                 sentences: dict[str, str] | None = None):
         if not sets:
             raise UserError("the report bank is empty: no training report was kept")
         self.sets, self.sizes, self.no_finding = sets, sizes, no_finding
+        self.sentences = sentences or {}
 
     @classmethod
     def build(cls, reports: Sequence[str], labels: Iterable[dict], per_set: int = 8,
-              keep: Callable[[str], bool] | None = None, no_finding: bool = False) -> ReportBank:
+              keep: Callable[[str], bool] | None = None, no_finding: bool = False,
+              with_sentences: bool = False) -> ReportBank:
         """Group `reports` by the `finding_set(labels, no_finding)`; `keep(text)` filters candidates (the
-        consensus order is computed over all of a set's reports, so the filter never changes it)."""
+        consensus order is computed over all of a set's reports, so the filter never changes it).
+        `with_sentences`: also collect each observation's most frequent kept sentence that states it alone."""
         groups: dict[frozenset[str], list[str]] = defaultdict(list)
         for text, lab in zip(reports, labels):
             groups[finding_set(lab, no_finding)].append(text)
@@ -117,7 +128,22 @@ class ReportBank:
                 sets[key], sizes[key] = kept, len(members)
         _logger.info("report bank: %d finding sets from %d reports (%d sets had no report kept)",
                      len(sets), len(reports), len(groups) - len(sets))
-        return cls(sets, sizes, no_finding)
+        return cls(sets, sizes, no_finding, _finding_sentences(reports, keep) if with_sentences else None)
+
+    def plan(self, findings: frozenset[str]) -> list[str]:
+        """Reports that state `findings`: the set's own; where the bank lacks the set, its nearest set's
+        reports with, for each finding they miss, the sentences that deny it removed and a typical
+        sentence stating it added."""
+        near = self.nearest(findings)
+        missing = [c for c in CONDITIONS if c in findings - near and c in self.sentences]
+        if not missing:
+            return self.sets[near]
+        out = []
+        for report in self.sets[near]:
+            sentences = split_sentences(report)
+            kept = [s for s, lab in zip(sentences, label_many(sentences)) if not any(lab[c] == 0 for c in missing)]
+            out.append(" ".join(kept + [self.sentences[c] for c in missing]))
+        return out
 
     def nearest(self, findings: frozenset[str]) -> frozenset[str]:
         """`findings` itself when the bank has it, else the set that differs in the fewest observations
@@ -133,7 +159,8 @@ class ReportBank:
     def save(self, directory: str | Path) -> None:
         rows = [{"findings": sorted(k), "reports": v, "size": self.sizes[k]}
                 for k, v in sorted(self.sets.items(), key=lambda kv: (len(kv[0]), sorted(kv[0])))]
-        atomic_write_text(Path(directory) / FILE, json.dumps({"no_finding": self.no_finding, "sets": rows}, indent=1))
+        atomic_write_text(Path(directory) / FILE, json.dumps({"no_finding": self.no_finding, "sets": rows,
+                                                              "sentences": self.sentences}, indent=1))
 
     @classmethod
     def load(cls, directory: str | Path) -> ReportBank | None:
@@ -145,9 +172,25 @@ class ReportBank:
             saved = json.loads(path.read_text(encoding="utf-8"))
             rows = saved["sets"]
             return cls({frozenset(r["findings"]): list(r["reports"]) for r in rows},
-                       {frozenset(r["findings"]): int(r["size"]) for r in rows}, bool(saved["no_finding"]))
+                       {frozenset(r["findings"]): int(r["size"]) for r in rows}, bool(saved["no_finding"]),
+                       dict(saved.get("sentences", {})))
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path} is corrupt ({e}); rebuild it with `cxrgen model calibrate` or retrain") from None
+
+
+def _finding_sentences(reports: Sequence[str], keep: Callable[[str], bool] | None) -> dict[str, str]:
+    """Per observation (No Finding aside), the most frequent sentence (by R2Gen-cleaned form; the first
+    spelling kept) that states it, present, and no other observation."""
+    sentences = [s for r in reports for s in split_sentences(r) if keep is None or keep(s)]
+    counts: dict[str, Counter] = defaultdict(Counter)
+    spelling: dict[str, str] = {}
+    for sentence, lab in zip(sentences, label_many(sentences)):
+        said = finding_set(lab)
+        if len(said) == 1 and lab[next(iter(said))] == 1:
+            cleaned = clean(sentence)
+            spelling.setdefault(cleaned, sentence)
+            counts[next(iter(said))][cleaned] += 1
+    return {c: spelling[counts[c].most_common(1)[0][0]] for c in CONDITIONS if counts[c]}
 
 
 def add_bank(model_dir: str | Path, reports: Sequence[str], tokenizer: ReportTokenizer, max_len: int) -> ReportBank | None:
@@ -171,4 +214,4 @@ def bank_for_model(reports: Sequence[str], tokenizer: ReportTokenizer, max_len: 
         ids = tokenizer.encode(text)
         return len(ids) <= max_len and tokenizer.unk_id not in ids and not PLACEHOLDER.search(text)
 
-    return ReportBank.build(reports, label_many(list(reports)), per_set, keep, no_finding=True)
+    return ReportBank.build(reports, label_many(list(reports)), per_set, keep, no_finding=True, with_sentences=True)

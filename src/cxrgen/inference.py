@@ -23,7 +23,7 @@ from cxrgen.config import Config
 from cxrgen.data.images import ImageError, load_image, resize
 from cxrgen.data.reports import PLACEHOLDER
 from cxrgen.data.studies import Study
-from cxrgen.bank import ReportBank, finding_set
+from cxrgen.bank import ReportBank, finding_set, statable
 from cxrgen.decoding import generate, score_sequences
 from cxrgen.labeler import CONDITIONS, label_many
 from cxrgen.models.generator import ReportModel
@@ -155,14 +155,15 @@ class ReportGenerator:
     def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray) -> list[list[int]]:
         """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`), a
         draft without a de-identification placeholder ("XXXX") before one with; the decoder's mean
-        log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, the
-        training reports of the called set (or the nearest set the bank has). The mean, not beam search's
+        log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, its
+        `plan` for the calls (`statable`: No Finding yields to a called pathology). The mean, not beam search's
         length-penalised score, chose drafts that hallucinate less on validation data (docs/results.md)."""
-        wanted = [frozenset(c for c, on in zip(CONDITIONS, row) if on) for row in called]
+        wanted = [statable(frozenset(c for c, on in zip(CONDITIONS, row) if on)) for row in called]
         cands = [list(b) for b in beams]
         if self.bank is not None:
             for c, w in zip(cands, wanted):
-                c += [ids for ids in map(self._encode_bank, self.bank.candidates(w)) if ids not in c]
+                room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
+                c += [ids for ids in map(self._encode_bank, self.bank.plan(w)) if ids not in c and len(ids) < room]
         rows = [i for i, c in enumerate(cands) for _ in c]
         scores = score_sequences(self.model.decoder, memory.select(rows), [seq for c in cands for seq in c],
                                  self.tokenizer.bos_id, self.tokenizer.eos_id).tolist()
