@@ -145,7 +145,7 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
                  "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"report", "probabilities", "calls", "ood", "disclaimer"}  # attention with --attention
+    assert set(out) == {"report", "probabilities", "calls", "unstated", "uncalled", "ood", "disclaimer"}  # attention with --attention
     assert [v["view"] for v in out["ood"]] == ["frontal", "lateral"]  # no lateral statistics (6 training laterals)
     assert out["ood"][1] == {"view": "lateral", "score": None, "threshold": None, "flag": False}
     assert set(out["calls"]) <= set(out["probabilities"])
