@@ -3,9 +3,9 @@
 A finding set is the positive or uncertain CheXpert observations of a report. The finding-oracle
 keys on what an image can show (No Finding left out); a model's bank keys on all 14, No Finding
 included, as the classifier calls them: a report that mentions a finding outside the 14, such as
-degenerative changes of the spine, has no No Finding, and it should not answer a call of No Finding. Within a set, reports are ordered by
-consensus, their BLEU-4 against the set's other training reports, so the first is the set's most
-typical wording. Two users:
+degenerative changes of the spine, has no No Finding, and it should not answer a call of No
+Finding. Within a set, reports are ordered by consensus, their BLEU-4 against the set's other
+training reports, so the first is the set's most typical wording. Two users:
 
 - the finding-oracle baseline writes, for each test study, the first report of its reference's set;
 - inference offers the decoder the reports of the set that the classifier calls, beside its own
