@@ -133,3 +133,16 @@ def test_a_set_the_bank_lacks_is_planned_from_its_nearest_set_with_the_missing_f
     assert bank.plan(frozenset({"No Finding"})) == ["The lungs are clear."]  # a set the bank has: as is
     assert statable(frozenset({"No Finding", "Pleural Effusion"})) == frozenset({"Pleural Effusion"})
     assert statable(frozenset({"No Finding", "Support Devices"})) == frozenset({"No Finding", "Support Devices"})
+
+
+def test_a_planned_report_too_long_for_the_decoder_drops_its_normal_sentences_last_first():
+    reports = ["The heart is enlarged. No pneumothorax. The lungs are clear. Bones are intact."] * 2 + [
+               "There is a small pleural effusion."] * 2
+    bank = ReportBank.build(reports, label_many(reports), no_finding=True, with_sentences=True)
+    both = frozenset({"Cardiomegaly", "Pleural Effusion"})
+    full = "The heart is enlarged. No pneumothorax. The lungs are clear. Bones are intact. There is a small pleural effusion."
+    assert bank.plan(both) == [full]
+    short = bank.plan(both, fits=lambda text: len(text.split()) <= 12)
+    assert short == ["The heart is enlarged. No pneumothorax. There is a small pleural effusion."]
+    # the findings stay even when nothing else can go
+    assert bank.plan(both, fits=lambda text: False) == ["The heart is enlarged. There is a small pleural effusion."]

@@ -61,13 +61,18 @@ def test_eval_reports_draft_agreement_for_files_with_calls(tmp_path, capsys):
 
 
 def test_agreement_is_f1_between_the_stated_and_the_called_findings():
+    from cxrgen.bank import finding_set
     from cxrgen.inference import agreement
+    from cxrgen.labeler import label_many
+
+    def agree(texts, called):
+        return [agreement(finding_set(lab, no_finding=True), called) for lab in label_many(texts)]
 
     texts = ["The lungs are clear.", "Small left pleural effusion.", "Cardiomegaly. Small left pleural effusion.",
              "Possible small left pleural effusion."]
-    assert agreement(texts, frozenset({"Pleural Effusion"})) == pytest.approx([0.0, 1.0, 2 / 3, 1.0])
-    assert agreement(texts[:2], frozenset({"No Finding"})) == [1.0, 0.0]  # No Finding is one of the calls
-    assert agreement(["Degenerative changes of the spine."], frozenset()) == [1.0]  # nothing of the 14, nothing called
+    assert agree(texts, frozenset({"Pleural Effusion"})) == pytest.approx([0.0, 1.0, 2 / 3, 1.0])
+    assert agree(texts[:2], frozenset({"No Finding"})) == [1.0, 0.0]  # No Finding is one of the calls
+    assert agree(["Degenerative changes of the spine."], frozenset()) == [1.0]  # nothing of the 14, nothing called
 
 
 def test_beam_search_lists_every_beam_best_first():

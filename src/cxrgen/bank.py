@@ -130,10 +130,11 @@ class ReportBank:
                      len(sets), len(reports), len(groups) - len(sets))
         return cls(sets, sizes, no_finding, _finding_sentences(reports, keep) if with_sentences else None)
 
-    def plan(self, findings: frozenset[str]) -> list[str]:
+    def plan(self, findings: frozenset[str], fits: Callable[[str], bool] | None = None) -> list[str]:
         """Reports that state `findings`: the set's own; where the bank lacks the set, its nearest set's
         reports with, for each finding they miss, the sentences that deny it removed and a typical
-        sentence stating it added."""
+        sentence stating it added. Where such a report does not `fit` (the decoder's positions), its
+        sentences that state none of `findings` go, last first, until it does."""
         near = self.nearest(findings)
         missing = [c for c in CONDITIONS if c in findings - near and c in self.sentences]
         if not missing:
@@ -141,8 +142,16 @@ class ReportBank:
         out = []
         for report in self.sets[near]:
             sentences = split_sentences(report)
-            kept = [s for s, lab in zip(sentences, label_many(sentences)) if not any(lab[c] == 0 for c in missing)]
-            out.append(" ".join(kept + [self.sentences[c] for c in missing]))
+            labels = label_many(sentences)
+            kept = [(s, finding_set(lab, no_finding=True) & findings) for s, lab in zip(sentences, labels)
+                    if not any(lab[c] == 0 for c in missing)]
+            kept += [(self.sentences[c], {c}) for c in missing]
+            text = " ".join(s for s, _ in kept)
+            while fits is not None and not fits(text) and any(not states for _, states in kept):
+                last = max(i for i, (_, states) in enumerate(kept) if not states)
+                del kept[last]
+                text = " ".join(s for s, _ in kept)
+            out.append(text)
         return out
 
     def nearest(self, findings: frozenset[str]) -> frozenset[str]:

@@ -54,14 +54,10 @@ def views_to_tensor(frontals: list[np.ndarray], laterals: list[np.ndarray | None
     return torch.from_numpy(out).float().div_(255), torch.from_numpy(mask)
 
 
-def agreement(texts: list[str], called: frozenset[str]) -> list[float]:
-    """Per text, F1 between the observations the labeler reads in it (present or uncertain, No Finding
-    included) and `called` (1 when both are empty)."""
-    out = []
-    for labels in label_many(texts):
-        said = finding_set(labels, no_finding=True)
-        out.append(1.0 if not said and not called else 2 * len(said & called) / (len(said) + len(called)))
-    return out
+def agreement(said: frozenset[str], called: frozenset[str]) -> float:
+    """F1 between the observations the labeler reads in a text (`said`: present or uncertain, No
+    Finding included) and `called` (1 when both are empty)."""
+    return 1.0 if not said and not called else 2 * len(said & called) / (len(said) + len(called))
 
 
 def refused(ood: list[dict]) -> dict:
@@ -82,7 +78,7 @@ class ReportGenerator:
         self.ood = ood  # None: results carry "ood": None (no verdict)
         self.meta = meta or {}
         self.bank = bank  # None: reranking chooses among the decoder's own beams only
-        self._bank_ids: dict[str, list[int]] = {}
+        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str]]] = {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
@@ -157,29 +153,40 @@ class ReportGenerator:
         draft without a de-identification placeholder ("XXXX") before one with; the decoder's mean
         log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, its
         `plan` for the calls (`statable`: No Finding yields to a called pathology). The mean, not beam search's
-        length-penalised score, chose drafts that hallucinate less on validation data (docs/results.md)."""
-        wanted = [statable(frozenset(c for c, on in zip(CONDITIONS, row) if on)) for row in called]
-        cands = [list(b) for b in beams]
-        if self.bank is not None:
-            for c, w in zip(cands, wanted):
-                room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
-                c += [ids for ids in map(self._encode_bank, self.bank.plan(w)) if ids not in c and len(ids) < room]
-        rows = [i for i, c in enumerate(cands) for _ in c]
-        scores = score_sequences(self.model.decoder, memory.select(rows), [seq for c in cands for seq in c],
-                                 self.tokenizer.bos_id, self.tokenizer.eos_id).tolist()
-        chosen, start = [], 0
-        for c, w in zip(cands, wanted):
-            texts = [self.tokenizer.decode(seq) for seq in c]
-            agree = agreement(texts, w)
-            key = lambda k: (not PLACEHOLDER.search(texts[k]), agree[k], scores[start + k])
-            chosen.append(c[max(range(len(c)), key=key)])
-            start += len(c)
+        length-penalised score, chose drafts that hallucinate less on validation data (docs/results.md).
+        Only the candidates tied on the first two keys go through the decoder to be scored."""
+        room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
+        fits = lambda text: len(self._bank_entry(text)[0]) < room
+        finalists = []
+        for beam, row in zip(beams, called):
+            wanted = statable(frozenset(c for c, on in zip(CONDITIONS, row) if on))
+            texts = [self.tokenizer.decode(seq) for seq in beam]
+            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True))
+                     for seq, t, lab in zip(beam, texts, label_many(texts))]
+            if self.bank is not None:
+                planned = [self._bank_entry(t) for t in self.bank.plan(wanted, fits)]
+                cands += [c for c in planned if len(c[0]) < room and all(c[0] != b for b in beam)]
+            keys = [(clean, agreement(said, wanted)) for _, clean, said in cands]
+            best = max(keys)
+            finalists.append([seq for (seq, _, _), k in zip(cands, keys) if k == best])
+        rows = [i for i, f in enumerate(finalists) if len(f) > 1 for _ in f]
+        scores = iter(score_sequences(self.model.decoder, memory.select(rows), [seq for f in finalists if len(f) > 1 for seq in f],
+                                      self.tokenizer.bos_id, self.tokenizer.eos_id).tolist() if rows else [])
+        chosen = []
+        for f in finalists:
+            score = [next(scores) for _ in f] if len(f) > 1 else [0.0]
+            chosen.append(f[max(range(len(f)), key=score.__getitem__)])
         return chosen
 
-    def _encode_bank(self, text: str) -> list[int]:
-        if text not in self._bank_ids:
-            self._bank_ids[text] = self.tokenizer.encode(text)[1:-1]
-        return self._bank_ids[text]
+    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str]]:
+        """A bank text's token ids (no BOS, EOS), whether it is free of "XXXX", and what the labeler reads
+        in it as the decoder would write it (cached: the bank's texts recur for every study)."""
+        if text not in self._bank_cache:
+            ids = self.tokenizer.encode(text)[1:-1]
+            written = self.tokenizer.decode(ids)
+            said = finding_set(label_many([written])[0], no_finding=True)
+            self._bank_cache[text] = (ids, not PLACEHOLDER.search(written), said)
+        return self._bank_cache[text]
 
     def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:
         """Single study; same keyword arguments and result as `generate_batch`."""
