@@ -4,10 +4,11 @@ Usage: .venv/bin/python bench/generate_speed.py --model runs/NAME/model --data p
            [--split test] [--n 8] [--batch-size 16] [--threads 2] [--device cpu] [--json OUT] [--profile]
 
 Latency is `ReportGenerator.generate(frontal, lateral)` end to end (resize, encoder on both
-views, decoding, attention map), i.e. what one web request costs, median over `--n` studies.
+views, decoding, attention map), i.e. what one web request costs, median over `--n` studies, for
+the decoder's top beam and for the reranked draft (`decode.rerank`, the default; with a report bank).
 Throughput is `generate_batch` on `--batch-size` studies at once. With `--run` pointing at a
 `cxrgen train` output folder, the training samples/s it recorded is printed beside them.
-Goal (issue 5): single-study beam-3 latency under 0.5 s on a CPU.
+Goal: single-study beam-3 latency, reranking included, under 0.5 s on a CPU.
 """
 from __future__ import annotations
 
@@ -33,23 +34,28 @@ def load_pairs(spec: str, split: str, n: int, size: int):
             for s in studies]
 
 
-def latency(gen, pairs, beam: int) -> tuple[float, float]:
-    """(median seconds per study, mean report length in words) for one study at a time."""
-    gen.generate(*pairs[0], beam_size=beam)  # warm-up: first-call allocations
-    times, words = [], []
+def latency(gen, pairs, beam: int) -> dict[bool, tuple[float, float]]:
+    """{rerank: (median seconds per study, mean report length in words)} for one study at a time, the
+    decoder's top beam (False) and the reranked draft (True) timed alternately on each study, so that
+    their ratio holds on a busy machine."""
+    for rerank in (False, True):
+        gen.generate(*pairs[0], beam_size=beam, rerank=rerank)  # warm-up: first-call allocations, the bank's caches
+    times: dict[bool, list[float]] = {False: [], True: []}
+    words: dict[bool, list[int]] = {False: [], True: []}
     for frontal, lateral in pairs:
-        t = time.perf_counter()
-        out = gen.generate(frontal, lateral, beam_size=beam)
-        times.append(time.perf_counter() - t)
-        words.append(len(out["report"].split()))
-    return statistics.median(times), statistics.mean(words)
+        for rerank in (False, True):
+            t = time.perf_counter()
+            out = gen.generate(frontal, lateral, beam_size=beam, rerank=rerank)
+            times[rerank].append(time.perf_counter() - t)
+            words[rerank].append(len(out["report"].split()))
+    return {r: (statistics.median(times[r]), statistics.mean(words[r])) for r in (False, True)}
 
 
 def throughput(gen, pairs, beam: int, batch_size: int) -> float:
     """Studies per second for one batch of `batch_size` studies (pairs cycled to fill it)."""
     batch = [pairs[i % len(pairs)] for i in range(batch_size)]
     fronts, lats = [f for f, _ in batch], [lat for _, lat in batch]
-    gen.generate_batch(fronts[:2], lats[:2], beam_size=beam, return_attention=False)  # warm-up
+    gen.generate_batch(fronts[:2], lats[:2], beam_size=beam, return_attention=False)  # warm-up (reranked: the default)
     t = time.perf_counter()
     gen.generate_batch(fronts, lats, beam_size=beam, return_attention=False)
     return batch_size / (time.perf_counter() - t)
@@ -77,9 +83,11 @@ def main() -> None:
     results: dict = {"machine": machine_facts(), "encoder": gen.config.model.encoder,
                      "image_size": gen.config.model.image_size, "studies": len(pairs)}
     for beam in (1, 3):
-        sec, words = latency(gen, pairs, beam)
-        results[f"latency_s_beam{beam}"] = sec
-        results[f"words_beam{beam}"] = words
+        for rerank, (sec, words) in latency(gen, pairs, beam).items():
+            name = f"beam{beam}" + ("_reranked" if rerank else "")
+            results[f"latency_s_{name}"] = sec
+            results[f"words_{name}"] = words
+        results[f"rerank_latency_ratio_beam{beam}"] = results[f"latency_s_beam{beam}_reranked"] / results[f"latency_s_beam{beam}"]
         results[f"throughput_studies_per_s_beam{beam}_bs{args.batch_size}"] = throughput(gen, pairs, beam, args.batch_size)
     if args.run:
         summary = json.loads((Path(args.run) / "train_summary.json").read_text())

@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
-# Regenerates the numbers in docs/results.md: the default config over 3 seeds on phantom IU X-ray,
-# beam-3 test predictions, and one `cxrgen eval` of all seeds beside the trivial baselines (95 % CIs).
-#   bash scripts/results_seeds.sh [PHANTOM_DIR] [OUT_DIR]
+# Regenerates the 3-seed numbers in docs/results.md: the default config over seeds 42, 1, 2 on phantom
+# IU X-ray, beam-3 test drafts with the default reranking (the report bank) and without it (the
+# decoder's top beam), one `cxrgen eval` of all six beside the trivial baselines (95 % CIs), then
+# each metric's mean and standard deviation over the seeds for both designs.
+#   bash scripts/results_seeds.sh [PHANTOM_DIR] [OUT_DIR] [CACHE_DIR]
 # PHANTOM_DIR defaults to runs/demo/phantom (what `make demo` builds); it is built if missing.
+# CACHE_DIR (default OUT_DIR/.cache) holds the image and encoder-feature caches; `make demo`'s
+# runs/demo/.cache serves as well (the frozen encoder is the same for every seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 DATA=${1:-runs/demo/phantom}
 OUT=${2:-runs/results}
+CACHE=${3:-$OUT/.cache}
 mkdir -p "$OUT/preds"
 [ -f "$DATA/annotation.json" ] || "$BIN/cxrgen" data phantom --out "$DATA" --size 256
+preds=()
 for seed in 42 1 2; do
   run="$OUT/default_s$seed"
   [ -f "$run/model/model.safetensors" ] || /usr/bin/time -v "$BIN/cxrgen" train --config configs/default.yaml \
-      --data "phantom:$DATA" --output "$run" --seed "$seed" --cache-dir "$OUT/.cache" \
+      --data "phantom:$DATA" --output "$run" --seed "$seed" --cache-dir "$CACHE" \
       $([ -f "$run/last.ckpt" ] && echo --resume) 2> "$run.time.txt"
-  [ -f "$OUT/preds/default_s$seed.jsonl" ] || "$BIN/cxrgen" generate --model "$run/model" --data "phantom:$DATA" \
-      --split test --output "$OUT/preds/default_s$seed.jsonl"
+  for design in rerank no-rerank; do
+    out="$OUT/preds/${design}_s$seed.jsonl"
+    [ -f "$out" ] || "$BIN/cxrgen" generate --model "$run/model" --data "phantom:$DATA" --split test \
+        --output "$out" "--$design"
+    preds+=(--predictions "$out")
+  done
 done
-"$BIN/cxrgen" eval --predictions "$OUT/preds/default_s42.jsonl" --predictions "$OUT/preds/default_s1.jsonl" \
-    --predictions "$OUT/preds/default_s2.jsonl" --dataset "phantom:$DATA" --split test --output "$OUT/eval" --with-baselines
+"$BIN/cxrgen" eval "${preds[@]}" --dataset "phantom:$DATA" --split test --output "$OUT/eval" --with-baselines
+"$BIN/python" - "$OUT/eval/metrics.json" <<'PY'
+import json, sys
+import numpy as np
+metrics = json.load(open(sys.argv[1]))
+for design in ("rerank", "no-rerank"):
+    runs = [m for name, m in metrics.items() if name.startswith(f"{design}_s")]
+    print(f"{design} ({len(runs)} seeds): " + ", ".join(
+        f"{k} {np.mean([r[k]['value'] for r in runs]):.3f} ± {np.std([r[k]['value'] for r in runs], ddof=1):.3f}"
+        for k in runs[0] if isinstance(runs[0][k], dict) and "value" in runs[0][k]))
+PY
