@@ -95,10 +95,17 @@ def test_score_sequences_is_what_beam_search_ranks_by():
     assert scored.tolist() == pytest.approx(out.scores.tolist(), abs=1e-4)
 
 
-def test_reranking_with_a_bank_states_the_called_finding(tmp_path):
+def test_reranking_with_a_bank_states_the_called_finding(tmp_path, monkeypatch):
     """A random tiny model writes nothing sensible; with its classifier made to call Cardiomegaly, the bank's
-    report for that set is chosen, and without a bank the draft is one of the model's own beams."""
+    report for that set is chosen, and without a bank the draft is one of the model's own beams. Only
+    candidates tied on agreement are scored by the decoder: here one agrees, so none is."""
+    import cxrgen.inference
     from cxrgen.inference import ReportGenerator
+
+    scored = []
+    score_sequences = cxrgen.inference.score_sequences
+    monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a: scored.append(len(seqs)) or
+                        score_sequences(dec, mem, seqs, *a))
     from cxrgen.testing import make_tiny_checkpoint
 
     gen = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path / "m"))
@@ -112,8 +119,10 @@ def test_reranking_with_a_bank_states_the_called_finding(tmp_path):
     plain = gen.generate(image, rerank=True)
     assert plain["calls"] == ["Cardiomegaly"]
     gen.bank = _bank(["Mild cardiomegaly.", "The heart is normal in size."], no_finding=True)
+    scored.clear()
     drafted = gen.generate(image, rerank=True)
     assert drafted["report"] == "Mild cardiomegaly."
+    assert scored == []
     assert gen.generate(image, rerank=False)["report"] == plain["report"]
 
 
