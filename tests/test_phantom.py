@@ -151,3 +151,16 @@ def test_out_must_be_a_folder(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(UserError):
         build_phantom(tmp_path / "f", limit=1)
+
+
+@pytest.mark.slow
+def test_the_renderer_with_worker_processes_ends_without_a_traceback(tmp_path):
+    """The pool stops its workers with SIGTERM; the CLI's SIGTERM handler, inherited through fork, must not
+    make each of them print a KeyboardInterrupt traceback on the user's console."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cxrgen.cli", "data", "phantom", "--out", str(tmp_path / "ph"),
+                           "--size", "64", "--limit", "16", "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import struct
 import zlib
 from dataclasses import asdict
@@ -114,6 +115,13 @@ def _write(job: tuple[Study, Path, int, int]) -> tuple[str, int]:
     return study.id, len(truth["findings"])
 
 
+def _worker_signals() -> None:
+    """Workers end quietly: the pool stops them with SIGTERM (the CLI's handler, inherited through fork,
+    would raise KeyboardInterrupt and print a traceback per worker), and Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_phantom(out: Path, size: int = 512, seed: int = 0, limit: int | None = None,
                   workers: int | None = None) -> dict:
     """Write the phantom set in the R2Gen layout: annotation.json, images/<id>/{0,1}.png, truth.json.
@@ -149,7 +157,7 @@ def build_phantom(out: Path, size: int = 512, seed: int = 0, limit: int | None =
         for _, n in tqdm(results, total=len(jobs), desc="phantom", unit="study"):
             drawn += n
     else:
-        with get_context("fork").Pool(workers) as pool:
+        with get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
             for _, n in tqdm(pool.imap_unordered(_write, jobs, chunksize=4), total=len(jobs), desc="phantom", unit="study"):
                 drawn += n
     ann: dict[str, list] = {"train": [], "val": [], "test": []}
