@@ -101,13 +101,12 @@ def test_reranking_with_a_bank_states_the_called_finding(tmp_path, monkeypatch):
     candidates tied on agreement are scored by the decoder: here one agrees, so none is."""
     import cxrgen.inference
     from cxrgen.inference import ReportGenerator
+    from cxrgen.testing import make_tiny_checkpoint
 
-    scored = []
+    scored = []  # the number of sequences in each decoder scoring pass
     score_sequences = cxrgen.inference.score_sequences
     monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a: scored.append(len(seqs)) or
                         score_sequences(dec, mem, seqs, *a))
-    from cxrgen.testing import make_tiny_checkpoint
-
     gen = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path / "m"))
     assert gen.bank is None
     cardio = CONDITIONS.index("Cardiomegaly")
