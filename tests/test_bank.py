@@ -123,6 +123,13 @@ def test_reranking_with_a_bank_states_the_called_finding(tmp_path, monkeypatch):
     assert drafted["report"] == "Mild cardiomegaly."
     assert scored == []
     assert gen.generate(image, rerank=False)["report"] == plain["report"]
+    # a call means present: the report that states it beats a more typical one that hedges it, unscored
+    hedged = "Mild cardiomegaly or normal in size."  # the tiny vocabulary has no "possible"
+    gen.bank = _bank([hedged, hedged, "Mild cardiomegaly."], no_finding=True)
+    assert gen.bank.sets[frozenset({"Cardiomegaly"})][0] == hedged
+    scored.clear()
+    assert gen.generate(image, rerank=True)["report"] == "Mild cardiomegaly."
+    assert scored == []
 
 
 def test_a_set_the_bank_lacks_is_planned_from_its_nearest_set_with_the_missing_finding_stated():

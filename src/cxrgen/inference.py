@@ -60,6 +60,12 @@ def agreement(said: frozenset[str], called: frozenset[str]) -> float:
     return 1.0 if not said and not called else 2 * len(said & called) / (len(said) + len(called))
 
 
+def present(labels) -> frozenset[str]:
+    """The observations a text states as present (the labeler's 1), not hedged: what CheXpert-style
+    clinical efficacy counts, and what the classifier's calls, trained on them, mean."""
+    return frozenset(c for c in CONDITIONS if labels.get(c) == 1)
+
+
 def refused(ood: list[dict]) -> dict:
     """The result for a study that is not decoded because a view is flagged as unlike the training images."""
     return {"report": None, "probabilities": None, "calls": None, "unstated": None, "uncalled": None,
@@ -78,7 +84,7 @@ class ReportGenerator:
         self.ood = ood  # None: results carry "ood": None (no verdict)
         self.meta = meta or {}
         self.bank = bank  # None: reranking chooses among the decoder's own beams only
-        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str]]] = {}
+        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str], frozenset[str]]] = {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
@@ -150,25 +156,26 @@ class ReportGenerator:
 
     def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray) -> list[list[int]]:
         """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`), a
-        draft without a de-identification placeholder ("XXXX") before one with; the decoder's mean
-        log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, its
+        draft without a de-identification placeholder ("XXXX") before one with; among equals, the one that
+        states the calls as present rather than hedged ("possible atelectasis"): a call means present,
+        as the classifier learnt it. The decoder's mean log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, its
         `plan` for the calls (`statable`: No Finding yields to a called pathology). The mean, not beam search's
         length-penalised score, chose drafts that hallucinate less on validation data (docs/results.md).
-        Only the candidates tied on the first two keys go through the decoder to be scored."""
+        Only the candidates tied on the first three keys go through the decoder to be scored."""
         room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
         fits = lambda text: len(self._bank_entry(text)[0]) < room
         finalists = []
         for beam, row in zip(beams, called):
             wanted = statable(frozenset(c for c, on in zip(CONDITIONS, row) if on))
             texts = [self.tokenizer.decode(seq) for seq in beam]
-            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True))
+            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab))
                      for seq, t, lab in zip(beam, texts, label_many(texts))]
             if self.bank is not None:
                 planned = [self._bank_entry(t) for t in self.bank.plan(wanted, fits)]
                 cands += [c for c in planned if len(c[0]) < room and all(c[0] != b for b in beam)]
-            keys = [(clean, agreement(said, wanted)) for _, clean, said in cands]
+            keys = [(clean, agreement(said, wanted), agreement(sure, wanted)) for _, clean, said, sure in cands]
             best = max(keys)
-            finalists.append([seq for (seq, _, _), k in zip(cands, keys) if k == best])
+            finalists.append([seq for (seq, *_), k in zip(cands, keys) if k == best])
         rows = [i for i, f in enumerate(finalists) if len(f) > 1 for _ in f]
         scores = iter(score_sequences(self.model.decoder, memory.select(rows), [seq for f in finalists if len(f) > 1 for seq in f],
                                       self.tokenizer.bos_id, self.tokenizer.eos_id).tolist() if rows else [])
@@ -178,14 +185,16 @@ class ReportGenerator:
             chosen.append(f[max(range(len(f)), key=score.__getitem__)])
         return chosen
 
-    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str]]:
+    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str], frozenset[str]]:
         """A bank text's token ids (no BOS, EOS), whether it is free of "XXXX", and what the labeler reads
-        in it as the decoder would write it (cached: the bank's texts recur for every study)."""
+        in it as the decoder would write it, present or uncertain and present only (cached: the bank's
+        texts recur for every study)."""
         if text not in self._bank_cache:
             ids = self.tokenizer.encode(text)[1:-1]
             written = self.tokenizer.decode(ids)
-            said = finding_set(label_many([written])[0], no_finding=True)
-            self._bank_cache[text] = (ids, not PLACEHOLDER.search(written), said)
+            labels = label_many([written])[0]
+            self._bank_cache[text] = (ids, not PLACEHOLDER.search(written), finding_set(labels, no_finding=True),
+                                      present(labels))
         return self._bank_cache[text]
 
     def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:
