@@ -28,6 +28,7 @@ from cxrgen.decoding import generate, score_sequences
 from cxrgen.labeler import CONDITIONS, label_many
 from cxrgen.models.generator import ReportModel
 from cxrgen.ood import OODStats, pool
+from cxrgen.sides import SideModel, side_features, stated_sides
 
 _logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def present(labels) -> frozenset[str]:
 
 def refused(ood: list[dict]) -> dict:
     """The result for a study that is not decoded because a view is flagged as unlike the training images."""
-    return {"report": None, "probabilities": None, "calls": None, "unstated": None, "uncalled": None,
+    return {"report": None, "probabilities": None, "calls": None, "sides": None, "unstated": None, "uncalled": None,
             "attention": None, "ood": ood}
 
 
@@ -76,7 +77,8 @@ class ReportGenerator:
     """Inference wrapper: numpy images in, report + finding probabilities + attention map out."""
 
     def __init__(self, model: ReportModel, tokenizer, config: Config, device: str | torch.device = "cpu",
-                 ood: OODStats | None = None, meta: dict | None = None, bank: ReportBank | None = None):
+                 ood: OODStats | None = None, meta: dict | None = None, bank: ReportBank | None = None,
+                 sides: SideModel | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
@@ -84,12 +86,14 @@ class ReportGenerator:
         self.ood = ood  # None: results carry "ood": None (no verdict)
         self.meta = meta or {}
         self.bank = bank  # None: reranking chooses among the decoder's own beams only
-        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str], frozenset[str]]] = {}
+        self.sides = sides  # None: reranking ignores where the findings are
+        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str]]] = {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
         model, tokenizer, config, meta = load_checkpoint(directory)
-        return cls(model, tokenizer, config, device, OODStats.load(directory, meta), meta, ReportBank.load(directory))
+        return cls(model, tokenizer, config, device, OODStats.load(directory, meta), meta, ReportBank.load(directory),
+                   SideModel.load(directory))
 
     @torch.inference_mode()  # not just no_grad: skipping autograd's version counters makes one beam-3 report 1.3x faster
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
@@ -97,13 +101,14 @@ class ReportGenerator:
                        length_penalty: float | None = None, rerank: bool | None = None,
                        return_attention: bool = True, skip_flagged: bool = False) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
-        "unstated": [...], "uncalled": [...], "attention": (h, w) array or None,
+        "sides": {condition: side}, "unstated": [...], "uncalled": [...], "attention": (h, w) array or None,
         "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
 
         `calls` are the conditions the classifier calls present at its tuned thresholds (what the
-        decoder's label states say). Where draft and calls disagree, `unstated` lists the called findings
-        that the draft does not state, `uncalled` the findings the draft states (present or uncertain, by
-        the labeler) that the classifier does not call; No Finding counts as one of the 14 in both.
+        decoder's label states say); `sides`, for the called findings that have a side model
+        (`cxrgen.sides`), the side the image shows them on ("left", "right", "bilateral"). Where draft
+        and calls disagree, `unstated` lists the called findings that the draft does not state, `uncalled`
+        the findings the draft states (present or uncertain, by the labeler) that the classifier does not call; No Finding counts as one of the 14 in both.
         The attention map is the last decoder layer's cross-attention over the frontal view's patches,
         averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per view given
         (frontal first), None when the checkpoint has no training statistics. With
@@ -133,9 +138,12 @@ class ReportGenerator:
                        return_attention=return_attention, allowed=self.tokenizer.allowed_next)
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
+        sides = (self.sides.predict(side_features(tokens[:, 0].float().cpu().numpy())) if self.sides is not None
+                 else [{} for _ in called])
+        sides = [{c: side for c, side in where.items() if row[CONDITIONS.index(c)]} for where, row in zip(sides, called)]
         sequences = out.sequences
         if dc.rerank if rerank is None else rerank:
-            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called)
+            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called, sides)
         reports = [self.tokenizer.decode(ids) for ids in sequences]
         results = []
         for i, (report, labels) in enumerate(zip(reports, label_many(reports))):
@@ -149,31 +157,35 @@ class ReportGenerator:
             results.append({"report": report,
                             "probabilities": {c: float(p) for c, p in zip(CONDITIONS, probs[i])},
                             "calls": calls,
+                            "sides": sides[i],
                             "unstated": [c for c in calls if c not in stated],
                             "uncalled": [c for c in CONDITIONS if c in stated and c not in calls],
                             "attention": att})
         return results
 
-    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray) -> list[list[int]]:
+    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray,
+                sides: list[dict[str, str]]) -> list[list[int]]:
         """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`), a
         draft without a de-identification placeholder ("XXXX") before one with; among equals, the one that
         states the calls as present rather than hedged ("possible atelectasis"): a call means present,
-        as the classifier learnt it. The decoder's mean log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, its
+        as the classifier learnt it; then the one that puts more called findings on the side that the
+        side models read (`sides`). The decoder's mean log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, its
         `plan` for the calls (`statable`: No Finding yields to a called pathology). The mean, not beam search's
         length-penalised score, chose drafts that hallucinate less on validation data (docs/results.md).
-        Only the candidates tied on the first three keys go through the decoder to be scored."""
+        Only the candidates tied on the first four keys go through the decoder to be scored."""
         room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
         fits = lambda text: len(self._bank_entry(text)[0]) < room
         finalists = []
-        for beam, row in zip(beams, called):
+        for beam, row, where in zip(beams, called, sides):
             wanted = statable(frozenset(c for c, on in zip(CONDITIONS, row) if on))
             texts = [self.tokenizer.decode(seq) for seq in beam]
-            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab))
+            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab), stated_sides(t))
                      for seq, t, lab in zip(beam, texts, label_many(texts))]
             if self.bank is not None:
                 planned = [self._bank_entry(t) for t in self.bank.plan(wanted, fits)]
                 cands += [c for c in planned if len(c[0]) < room and all(c[0] != b for b in beam)]
-            keys = [(clean, agreement(said, wanted), agreement(sure, wanted)) for _, clean, said, sure in cands]
+            keys = [(clean, agreement(said, wanted), agreement(sure, wanted),
+                     sum(placed.get(c) == side for c, side in where.items())) for _, clean, said, sure, placed in cands]
             best = max(keys)
             finalists.append([seq for (seq, *_), k in zip(cands, keys) if k == best])
         rows = [i for i, f in enumerate(finalists) if len(f) > 1 for _ in f]
@@ -185,16 +197,16 @@ class ReportGenerator:
             chosen.append(f[max(range(len(f)), key=score.__getitem__)])
         return chosen
 
-    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str], frozenset[str]]:
+    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str]]:
         """A bank text's token ids (no BOS, EOS), whether it is free of "XXXX", and what the labeler reads
-        in it as the decoder would write it, present or uncertain and present only (cached: the bank's
-        texts recur for every study)."""
+        in it as the decoder would write it: present or uncertain, present only, and the sides (cached:
+        the bank's texts recur for every study)."""
         if text not in self._bank_cache:
             ids = self.tokenizer.encode(text)[1:-1]
             written = self.tokenizer.decode(ids)
             labels = label_many([written])[0]
             self._bank_cache[text] = (ids, not PLACEHOLDER.search(written), finding_set(labels, no_finding=True),
-                                      present(labels))
+                                      present(labels), stated_sides(written))
         return self._bank_cache[text]
 
     def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:

@@ -89,6 +89,8 @@ class ReportOut(BaseModel):
     probabilities: dict[str, float] = Field(description="the 14 CheXpert findings, in CheXpert order")
     calls: list[str] = Field(description="the findings the classifier calls present, each at its own threshold "
                                          "(tuned on the validation split), not at 0.5")
+    sides: dict[str, str] = Field(description="where the image shows each called finding that the model has a "
+                                             "side model for: left, right or bilateral (the patient's sides)")
     unstated: list[str] = Field(description="called findings that the draft does not state; "
                                             "empty when draft and calls agree")
     uncalled: list[str] = Field(description="findings the draft states (present or uncertain) that the "
@@ -272,7 +274,7 @@ def _compose(s: Services, views: dict[str, np.ndarray], result: Result, read_s: 
     return ReportOut(
         report=out["report"], plain=simple.plain, guard=simple.guard, plain_note=simple.note,
         probabilities={k: float(v) for k, v in out["probabilities"].items()},
-        calls=out.get("calls", []), unstated=out.get("unstated", []), uncalled=out.get("uncalled", []),
+        calls=out.get("calls", []), sides=out.get("sides", {}), unstated=out.get("unstated", []), uncalled=out.get("uncalled", []),
         similar_cases=out["similar_cases"],
         heatmap=render.heatmap(attention, size) if attention is not None else None,
         images=Images(frontal=frontal, lateral=lateral),

@@ -35,6 +35,7 @@ from cxrgen.inference import calibrate
 from cxrgen.io import atomic_write_text
 from cxrgen.models.generator import ReportModel
 from cxrgen.ood import DEFAULT_QUANTILE, OODStats, pool
+from cxrgen.sides import SideModel, side_features
 from cxrgen.training.callbacks import MarginEarlyStopping, SaveBest, TrainThroughput
 from cxrgen.training.datamodule import ReportDataModule
 from cxrgen.training.hooks import hooks_from_config
@@ -149,6 +150,20 @@ def _fit_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) 
     return calibrate(load_checkpoint(model_dir)[0], train, val, DEFAULT_QUANTILE, device=device)
 
 
+def add_sides(model_dir: Path, dm: ReportDataModule, reports: dict[str, str]) -> None:
+    """Side models (`cxrgen.sides`) from the cached frontal features of the training studies; frozen mode
+    only (in finetune mode the encoder changed, and drafts are chosen without sides)."""
+    if dm.features_path is None:
+        _logger.info("no side models in finetune mode: drafts are chosen without the findings' sides")
+        return
+    feats = np.load(dm.features_path, mmap_mode="r")
+    row = {sid: i for i, sid in enumerate(dm.feature_ids)}
+    ids = dm.datasets["train"].ids
+    x = np.concatenate([side_features(np.asarray(feats[[row[s] for s in ids[i:i + 256]], 0], np.float32))
+                        for i in range(0, len(ids), 256)])
+    SideModel.fit(x, [reports[s] for s in ids]).save(model_dir)
+
+
 @contextmanager
 def quiet_lightning(log_file: Path) -> Iterator[None]:
     """Lightning's own log lines (tips, accelerator summary, "`Trainer.fit` stopped") go to `log_file`
@@ -230,6 +245,7 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
                 save_checkpoint(output / "model", model, tokenizer, config, meta)
             add_ood_stats(output / "model", dm, trainer.strategy.root_device)
             add_bank(output / "model", [target_text(s) for s in splits["train"]], tokenizer, config.model.max_len)
+            add_sides(output / "model", dm, {s.id: target_text(s) for s in splits["train"]})
             merge_csv_log(metrics_csv)
             if metrics_csv.exists():
                 plot_loss_curve(metrics_csv, output / "loss_curve.png")

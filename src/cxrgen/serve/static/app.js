@@ -77,7 +77,8 @@ function el(tag, attrs = {}, text = "") {
 }
 
 // Horizontal bar chart of the 14 probabilities, in plain SVG.
-function drawChart(probabilities, calls) {
+// A called finding's side, where the model reads one, follows its name: "Pleural Effusion (right)".
+function drawChart(probabilities, calls, sides) {
   const entries = Object.entries(probabilities);
   const row = 24, labelW = 215, barW = 260, width = labelW + barW + 50;
   const svg = el("svg:svg", { viewBox: `0 0 ${width} ${entries.length * row + 22}`, role: "img",
@@ -85,7 +86,8 @@ function drawChart(probabilities, calls) {
   entries.forEach(([name, p], i) => {
     const y = i * row;
     const g = el("svg:g", { class: calls.includes(name) ? "bar high" : "bar" });
-    g.append(el("svg:text", { x: labelW - 8, y: y + 16, "text-anchor": "end", class: "label" }, name));
+    const label = sides[name] ? `${name} (${sides[name]})` : name;
+    g.append(el("svg:text", { x: labelW - 8, y: y + 16, "text-anchor": "end", class: "label" }, label));
     g.append(el("svg:rect", { x: labelW, y: y + 4, width: barW, height: row - 8, class: "track", rx: 3 }));
     g.append(el("svg:rect", { x: labelW, y: y + 4, width: Math.max(1, p * barW), height: row - 8, class: "fill", rx: 3 }));
     g.append(el("svg:text", { x: labelW + barW + 6, y: y + 16, class: "value" }, `${Math.round(p * 100)}%`));
@@ -154,7 +156,7 @@ function show(data) {
   $("plain-note").textContent = data.plain_note;
   drawGuard(data.guard || {});
   drawAgreement(data);
-  drawChart(data.probabilities, data.calls);
+  drawChart(data.probabilities, data.calls, data.sides || {});
   drawSimilar(data.similar_cases);
   drawOod(data.ood);
   const t = data.timing;
