@@ -161,7 +161,9 @@ def add_sides(model_dir: Path, dm: ReportDataModule, reports: dict[str, str]) ->
     ids = dm.datasets["train"].ids
     x = np.concatenate([side_features(np.asarray(feats[[row[s] for s in ids[i:i + 256]], 0], np.float32))
                         for i in range(0, len(ids), 256)])
-    SideModel.fit(x, [reports[s] for s in ids]).save(model_dir)
+    sides = SideModel.fit(x, [reports[s] for s in ids])
+    if sides.weights:  # none when too few training reports give a side: drafts are then chosen without sides
+        sides.save(model_dir)
 
 
 @contextmanager
