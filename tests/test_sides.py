@@ -20,7 +20,7 @@ def test_side_features_pool_the_image_halves_left_first():
     grid = torch.zeros(1, 4, 4, 2)
     grid[:, :, :2, 0] = 1.0  # channel 0 lit on the image's left half, channel 1 on its right half
     grid[:, :, 2:, 1] = 3.0
-    f = side_features(grid.reshape(1, 16, 2).numpy())
+    f = side_features(grid.reshape(1, 16, 2))
     assert f.shape == (1, 8)
     assert f[0].tolist() == [1, 0, 1, 0, 0, 3, 0, 3]  # left mean, left max, right mean, right max
 
@@ -31,7 +31,7 @@ def _synthetic(n, rng):
     x = rng.normal(0, 0.3, (n, 6)).astype(np.float32)
     x[:, 0] += np.select([sides == "left", sides == "right"], [-2.0, 2.0], 0.0)
     reports = [f"{'Bilateral' if s == 'bilateral' else s.capitalize()} pleural effusion. The heart is normal." for s in sides]
-    return x, reports, sides
+    return torch.from_numpy(x), reports, sides
 
 
 def test_a_side_model_learns_sides_and_survives_a_round_trip(tmp_path):

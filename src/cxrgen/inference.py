@@ -138,7 +138,7 @@ class ReportGenerator:
                        return_attention=return_attention, allowed=self.tokenizer.allowed_next)
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
-        sides = (self.sides.predict(side_features(tokens[:, 0].float().cpu().numpy())) if self.sides is not None
+        sides = (self.sides.predict(side_features(tokens[:, 0].cpu())) if self.sides is not None
                  else [{} for _ in called])
         sides = [{c: side for c, side in where.items() if row[CONDITIONS.index(c)]} for where, row in zip(sides, called)]
         sequences = out.sequences

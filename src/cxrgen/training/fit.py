@@ -159,8 +159,8 @@ def add_sides(model_dir: Path, dm: ReportDataModule, reports: dict[str, str]) ->
     feats = np.load(dm.features_path, mmap_mode="r")
     row = {sid: i for i, sid in enumerate(dm.feature_ids)}
     ids = dm.datasets["train"].ids
-    x = np.concatenate([side_features(np.asarray(feats[[row[s] for s in ids[i:i + 256]], 0], np.float32))
-                        for i in range(0, len(ids), 256)])
+    x = torch.cat([side_features(torch.from_numpy(np.asarray(feats[[row[s] for s in ids[i:i + 256]], 0])))
+                   for i in range(0, len(ids), 256)])
     sides = SideModel.fit(x, [reports[s] for s in ids])
     if sides.weights:  # none when too few training reports give a side: drafts are then chosen without sides
         sides.save(model_dir)
