@@ -36,3 +36,34 @@ def manifest(tmp_path_factory) -> Path:
 def tiny_model(tmp_path_factory) -> Path:
     """A random-weight tiny checkpoint (cxrgen.testing.make_tiny_checkpoint), one per test module."""
     return make_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture
+def scoring_passes(monkeypatch) -> list[int]:
+    """The number of sequences in each decoder scoring pass that reranking makes (appended as they run)."""
+    import cxrgen.inference
+
+    passes: list[int] = []
+    score_sequences = cxrgen.inference.score_sequences
+    monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a: passes.append(len(seqs)) or
+                        score_sequences(dec, mem, seqs, *a))
+    return passes
+
+
+@pytest.fixture
+def generator_calling(tmp_path):
+    """`make(condition)`: a random tiny ReportGenerator whose classifier calls `condition` alone, for any image."""
+    import torch
+
+    from cxrgen.inference import ReportGenerator
+    from cxrgen.labeler import CONDITIONS
+
+    def make(condition: str):
+        gen = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path / "m"))
+        with torch.no_grad():
+            gen.model.classifier[1].weight.zero_()
+            gen.model.classifier[1].bias.fill_(-10.0)
+            gen.model.classifier[1].bias[CONDITIONS.index(condition)] = 10.0
+        return gen
+
+    return make

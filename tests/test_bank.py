@@ -8,7 +8,7 @@ import torch
 from cxrgen.bank import FILE, ReportBank, bank_for_model, consensus_order, finding_set
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.errors import UserError
-from cxrgen.labeler import CONDITIONS, label_many
+from cxrgen.labeler import label_many
 
 NORMAL = ["The heart is normal in size. The lungs are clear.",
           "The heart is normal in size. The lungs are clear. No pneumothorax.",
@@ -95,25 +95,13 @@ def test_score_sequences_is_what_beam_search_ranks_by():
     assert scored.tolist() == pytest.approx(out.scores.tolist(), abs=1e-4)
 
 
-def test_reranking_with_a_bank_states_the_called_finding(tmp_path, monkeypatch):
+def test_reranking_with_a_bank_states_the_called_finding(generator_calling, scoring_passes):
     """A random tiny model writes nothing sensible; with its classifier made to call Cardiomegaly, the bank's
     report for that set is chosen, and without a bank the draft is one of the model's own beams. Only
     candidates tied on agreement are scored by the decoder: here one agrees, so none is."""
-    import cxrgen.inference
-    from cxrgen.inference import ReportGenerator
-    from cxrgen.testing import make_tiny_checkpoint
-
-    scored = []  # the number of sequences in each decoder scoring pass
-    score_sequences = cxrgen.inference.score_sequences
-    monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a: scored.append(len(seqs)) or
-                        score_sequences(dec, mem, seqs, *a))
-    gen = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path / "m"))
+    scored = scoring_passes
+    gen = generator_calling("Cardiomegaly")
     assert gen.bank is None
-    cardio = CONDITIONS.index("Cardiomegaly")
-    with torch.no_grad():
-        gen.model.classifier[1].weight.zero_()
-        gen.model.classifier[1].bias.fill_(-10.0)
-        gen.model.classifier[1].bias[cardio] = 10.0
     image = np.full((64, 64), 128, np.uint8)
     plain = gen.generate(image, rerank=True)
     assert plain["calls"] == ["Cardiomegaly"]

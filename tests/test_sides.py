@@ -1,6 +1,5 @@
 """Side models: where a called finding is, read from the frontal image, and reranking that says it."""
 import numpy as np
-import pytest
 import torch
 
 from cxrgen.labeler import CONDITIONS
@@ -56,25 +55,14 @@ class _Left:
         return [{c: "left" for c in CONDITIONS} for _ in features]
 
 
-def test_reranking_puts_a_called_finding_on_the_side_the_side_model_reads(tmp_path, monkeypatch):
+def test_reranking_puts_a_called_finding_on_the_side_the_side_model_reads(generator_calling, scoring_passes):
     """Both bank reports state the effusion; the side decides, so the decoder scores neither."""
-    import cxrgen.inference
     from cxrgen.bank import ReportBank
-    from cxrgen.inference import ReportGenerator
     from cxrgen.labeler import label_many
-    from cxrgen.testing import make_tiny_checkpoint
 
-    scored = []
-    score_sequences = cxrgen.inference.score_sequences
-    monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a: scored.append(len(seqs)) or
-                        score_sequences(dec, mem, seqs, *a))
-    gen = ReportGenerator.from_pretrained(make_tiny_checkpoint(tmp_path / "m"))
+    scored = scoring_passes
+    gen = generator_calling("Pleural Effusion")
     assert gen.sides is None
-    effusion = CONDITIONS.index("Pleural Effusion")
-    with torch.no_grad():
-        gen.model.classifier[1].weight.zero_()
-        gen.model.classifier[1].bias.fill_(-10.0)
-        gen.model.classifier[1].bias[effusion] = 10.0
     unsided, left = "Small pleural effusion.", "Small left pleural effusion."
     reports = [unsided, unsided, left]
     gen.bank = ReportBank.build(reports, label_many(reports), no_finding=True)
