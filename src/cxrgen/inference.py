@@ -107,8 +107,9 @@ class ReportGenerator:
         `calls` are the conditions the classifier calls present at its tuned thresholds (what the
         decoder's label states say); `sides`, for the called findings that have a side model
         (`cxrgen.sides`), the side the image shows them on ("left", "right", "bilateral"). Where draft
-        and calls disagree, `unstated` lists the called findings that the draft does not state, `uncalled`
-        the findings the draft states (present or uncertain, by the labeler) that the classifier does not call; No Finding counts as one of the 14 in both.
+        and calls disagree, `unstated` lists the called findings that the draft does not state,
+        `uncalled` the findings the draft states (present or uncertain, by the labeler) that the
+        classifier does not call; No Finding counts as one of the 14 in both.
         The attention map is the last decoder layer's cross-attention over the frontal view's patches,
         averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per view given
         (frontal first), None when the checkpoint has no training statistics. With
@@ -169,9 +170,10 @@ class ReportGenerator:
         draft without a de-identification placeholder ("XXXX") before one with; among equals, the one that
         states the calls as present rather than hedged ("possible atelectasis"): a call means present,
         as the classifier learnt it; then the one that puts more called findings on the side that the
-        side models read (`sides`). The decoder's mean log-probability per token breaks ties. Candidates: the decoder's beams, plus, with a bank, its
-        `plan` for the calls (`statable`: No Finding yields to a called pathology). The mean, not beam search's
-        length-penalised score, chose drafts that hallucinate less on validation data (docs/results.md).
+        side models read (`sides`). The decoder's mean log-probability per token breaks ties.
+        Candidates: the decoder's beams, plus, with a bank, its `plan` for the calls (`statable`: No
+        Finding yields to a called pathology). The mean, not beam search's length-penalised score, chose
+        drafts that hallucinate less on validation data (docs/results.md).
         Only the candidates tied on the first four keys go through the decoder to be scored."""
         room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
         fits = lambda text: len(self._bank_entry(text)[0]) < room
