@@ -15,36 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from resolution_probe import probe  # this folder: the same head training
 
 from cxrgen.checkpoint import load_checkpoint
 from cxrgen.config import load_config
 from cxrgen.data.specs import load_studies
 from cxrgen.evaluate.clinical import COMMON5
 from cxrgen.labeler import CONDITIONS
+from cxrgen.models.generator import ReportModel
 from cxrgen.training.fit import build_datamodule
 from cxrgen.training.module import tune_thresholds
-
-
-def pooled(features, rows: list[int]) -> torch.Tensor:
-    """The head's input: each view's mean and max over its tokens, as `ReportModel.memory_from_features`."""
-    x = torch.from_numpy(np.asarray(features[rows], np.float32))
-    return torch.cat([x.mean(2), x.amax(2)], dim=1).flatten(1)
-
-
-def refit(head: torch.nn.Module, x, y, known, epochs: int, seed: int, lr: float = 1e-3, batch: int = 64) -> None:
-    torch.manual_seed(seed)
-    for layer in head:
-        layer.reset_parameters()
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * -(-len(x) // batch), pct_start=0.1)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(batch):
-            loss = (F.binary_cross_entropy_with_logits(head(x[idx]), y[idx], reduction="none") * known[idx]).sum()
-            opt.zero_grad()
-            (loss / known[idx].sum().clamp(min=1)).backward()
-            opt.step()
-            sched.step()
 
 
 def half_scores(probs, y, known) -> tuple[float, float]:
@@ -75,18 +55,18 @@ def main() -> None:
     features = np.load(dm.features_path, mmap_mode="r")
     row = {sid: i for i, sid in enumerate(dm.feature_ids)}
     train, val = dm.datasets["train"], dm.datasets["val"]
-    x_train, x_val = (pooled(features, [row[s] for s in ds.ids]) for ds in (train, val))
-    y_train, k_train, y_val, k_val = map(torch.from_numpy, (train.labels, train.label_mask, val.labels, val.label_mask))
+    X = {k: ReportModel.classifier_input(torch.from_numpy(np.asarray(features[[row[s] for s in ds.ids]], np.float32)))
+         for k, ds in (("train", train), ("val", val))}
+    Y = {k: torch.from_numpy(ds.labels) for k, ds in (("train", train), ("val", val))}
+    M = {k: torch.from_numpy(ds.label_mask) for k, ds in (("train", train), ("val", val))}
     print(f"| model | trained head: CE macro-F1 | CE5 micro-F1 | head refit {args.epochs} epochs: CE macro-F1 | CE5 micro-F1 |")
     print("|---|---|---|---|---|")
     for path in args.models:
         model, _, config, _ = load_checkpoint(path)
-        head = model.classifier.eval()
         with torch.no_grad():
-            trained = half_scores(torch.sigmoid(head(x_val)), y_val, k_val)
-        refit(head.train(), x_train, y_train, k_train, args.epochs, config.train.seed)
-        with torch.no_grad():
-            again = half_scores(torch.sigmoid(head.eval()(x_val)), y_val, k_val)
+            trained = half_scores(torch.sigmoid(model.classifier.eval()(X["val"])), Y["val"], M["val"])
+        refit = probe(X, Y, M, config.train.seed, epochs=args.epochs, lr=1e-3, bs=64, warmup=0.1)
+        again = half_scores(refit, Y["val"], M["val"])
         print(f"| {path} | {trained[0]:.3f} | {trained[1]:.3f} | {again[0]:.3f} | {again[1]:.3f} |", flush=True)
 
 

@@ -29,13 +29,9 @@ from cxrgen.data.images import load_image
 from cxrgen.data.specs import load_studies
 from cxrgen.evaluate.clinical import COMMON5
 from cxrgen.labeler import CONDITIONS
+from cxrgen.models.generator import ReportModel
 from cxrgen.training.fit import build_datamodule
 from cxrgen.training.module import tune_thresholds
-
-
-def pooled(x: torch.Tensor) -> torch.Tensor:
-    """Tokens (B, 2, N, C) -> (B, 4C): each view's mean and max, as `ReportModel`'s classifier reads them."""
-    return torch.cat([x.mean(2), x.amax(2)], 1).flatten(1)
 
 
 @torch.no_grad()
@@ -48,16 +44,18 @@ def encode(encoder, studies, size: int, desc: str) -> torch.Tensor:
         la = torch.from_numpy(np.stack([load_image(s.lateral.path, size) if h else np.zeros((size, size), np.uint8)
                                         for s, h in zip(chunk, has)])).float().div(255)[:, None]
         lat = encoder(la) * torch.tensor(has, dtype=torch.float32)[:, None, None]  # an absent view reads as zeros
-        out.append(pooled(torch.stack([encoder(fr), lat], 1)))
+        out.append(ReportModel.classifier_input(torch.stack([encoder(fr), lat], 1)))
     return torch.cat(out)
 
 
-def probe(X: dict, Y: dict, M: dict, seed: int, epochs: int = 12, lr: float = 7e-4, bs: int = 16) -> torch.Tensor:
+def probe(X: dict, Y: dict, M: dict, seed: int, epochs: int = 12, lr: float = 7e-4, bs: int = 16,
+          warmup: float = 0.05) -> torch.Tensor:
+    """A fresh LayerNorm + linear head trained on X["train"] (masked BCE, AdamW, one-cycle); its val probabilities."""
     torch.manual_seed(seed)
     head = nn.Sequential(nn.LayerNorm(X["train"].shape[1]), nn.Linear(X["train"].shape[1], len(CONDITIONS)))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
     n = len(X["train"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * ((n + bs - 1) // bs), pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * ((n + bs - 1) // bs), pct_start=warmup)
     for _ in range(epochs):
         head.train()
         perm = torch.randperm(n)
@@ -102,7 +100,8 @@ def main() -> None:
     feats = np.load(dm.features_path, mmap_mode="r")
     row = {sid: i for i, sid in enumerate(dm.feature_ids)}
     ids = {k: dm.datasets[k].ids for k in ("train", "val")}
-    low = {k: pooled(torch.from_numpy(np.stack([np.array(feats[row[s]]) for s in v])).float()) for k, v in ids.items()}
+    low = {k: ReportModel.classifier_input(torch.from_numpy(np.stack([np.array(feats[row[s]]) for s in v])).float())
+           for k, v in ids.items()}
     if args.features and Path(args.features).is_file():
         high = torch.load(args.features)
     else:

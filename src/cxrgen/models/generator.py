@@ -105,7 +105,7 @@ class ReportModel(nn.Module):
         `teacher` = (labels, label_mask), each (B, 14): only training passes it, to teacher-force the
         label prefix on the reference findings (where the mask is 0, the model's own call stays).
         """
-        cls_logits = self.classifier(torch.cat([feats.mean(2), feats.amax(2)], dim=1).flatten(1))  # absent view: zeros
+        cls_logits = self.classifier(self.classifier_input(feats))
         feats = pool_grid(feats, self.cfg.memory_grid)
         B, V, N, _ = feats.shape
         x = self.proj(feats)  # (B, 2, N, d)
@@ -125,6 +125,12 @@ class ReportModel(nn.Module):
         # the same states also go straight into every decoder position: through cross-attention alone
         # a small decoder learned to ignore them and wrote the most common normal report
         return Memory(tokens, mask, cls_logits, N, N_CONDITIONS, self.label_cond(rows).mean(1).to(x.dtype))
+
+    @staticmethod
+    def classifier_input(feats: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens (B, 2, N, C) -> the classifier's input (B, 4C): each view's mean and max over its
+        tokens (an absent view's are zeros)."""
+        return torch.cat([feats.mean(2), feats.amax(2)], dim=1).flatten(1)
 
     def predicted_states(self, cls_logits: torch.Tensor) -> torch.Tensor:
         """The classifier's present/absent call per condition, (B, 14) long, at the tuned thresholds."""
