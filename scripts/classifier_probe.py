@@ -1,8 +1,8 @@
 """Is the finding classifier undertrained? Trained models' heads against the same head fit again, alone.
 
-The head (LayerNorm + linear on each view's mean- and max-pooled frozen tokens) trains jointly with
+The head (LayerNorm + linear on each view's mean- and max-pooled encoder tokens) trains jointly with
 the decoder and is kept at the decoder's best epoch. Here, for each model, a fresh head of the same
-shape is fit on the cached training features for EPOCHS epochs (AdamW, one-cycle, batch 64), and
+shape is fit on the model's training tokens (from the feature cache) for EPOCHS epochs (AdamW, one-cycle, batch 64), and
 both are scored on the validation split without tuning on what they are scored on: thresholds
 tuned on one half of it (every other study), F1 counted on the other, both ways, counts pooled.
 Prints CE macro-F1 (14) and CE5 micro-F1 of the calls against the labeler's reading of the reports.
@@ -52,17 +52,14 @@ def main() -> None:
     dm, *_ = build_datamodule(load_config("configs/default.yaml"), load_studies(f"phantom:{args.phantom}"), Path(args.cache_dir))
     dm.prepare_data()
     dm.setup("fit")
-    features = np.load(dm.features_path, mmap_mode="r")
-    row = {sid: i for i, sid in enumerate(dm.feature_ids)}
     train, val = dm.datasets["train"], dm.datasets["val"]
-    X = {k: ReportModel.classifier_input(torch.from_numpy(np.asarray(features[[row[s] for s in ds.ids]], np.float32)))
-         for k, ds in (("train", train), ("val", val))}
     Y = {k: torch.from_numpy(ds.labels) for k, ds in (("train", train), ("val", val))}
     M = {k: torch.from_numpy(ds.label_mask) for k, ds in (("train", train), ("val", val))}
     print(f"| model | trained head: CE macro-F1 | CE5 micro-F1 | head refit {args.epochs} epochs: CE macro-F1 | CE5 micro-F1 |")
     print("|---|---|---|---|---|")
     for path in args.models:
         model, _, config, _ = load_checkpoint(path)
+        X = {k: torch.cat([ReportModel.classifier_input(t) for t in dm.cached_tokens(model, k)]) for k in ("train", "val")}
         with torch.no_grad():
             trained = half_scores(torch.sigmoid(model.classifier.eval()(X["val"])), Y["val"], M["val"])
         refit = probe(X, Y, M, config.train.seed, epochs=args.epochs, lr=1e-3, bs=64, warmup=0.1)

@@ -94,7 +94,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    dm, _, model, _ = build_datamodule(load_config("configs/default.yaml"), load_studies(f"phantom:{args.phantom}"),
+    dm, _, model, _ = build_datamodule(load_config("configs/default.yaml", ["train.encoder_top=0"]), load_studies(f"phantom:{args.phantom}"),
                                        Path(args.cache_dir))
     dm.setup("fit")
     feats = np.load(dm.features_path, mmap_mode="r")

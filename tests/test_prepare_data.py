@@ -55,3 +55,35 @@ def test_setup_only_opens_what_prepare_data_built(tmp_path, mode):
     batch = next(iter(dm.train_dataloader()))
     key = "features" if mode == "frozen" else "image"
     assert batch[key].dtype == (torch.float16 if mode == "frozen" else torch.uint8)  # converted on the device
+
+
+def test_the_encoders_top_layers_train_on_features_cached_below_them(tmp_path):
+    """`train.encoder_top`: the cache holds the tokens entering Lite0's last two layers; those layers get
+    gradients (the rest stays frozen, in eval mode), and the cached path gives the encoder's own tokens."""
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = Config.from_dict(tiny_config(model={"encoder": "efficientnet_lite0", "image_size": 64},
+                                       train={"mode": "frozen", "encoder_top": 2, "batch_size": 4, "min_token_freq": 1}))
+    dm, _, model, _ = build_datamodule(cfg, studies(data), tmp_path / "cache")
+    dm.prepare_data()
+    dm.setup("fit")
+    feats = np.load(dm.features_path, mmap_mode="r")
+    assert feats.shape[2:] == (4, 192)  # a 2x2 grid of the last MBConv block's 192-channel input
+    model.train()
+    assert not model.encoder.training and model.decoder.training  # BatchNorm keeps its statistics
+    batch = next(iter(dm.train_dataloader()))
+    from cxrgen.training.module import batch_memory
+
+    batch_memory(model, batch, teacher=True).cls_logits.sum().backward()
+    top = {id(p) for m in model.encoder.top_modules(2) for p in m.parameters()}
+    grads = {id(p): p.grad is not None for p in model.encoder.parameters()}
+    assert all(grads[i] for i in top) and not any(g for i, g in grads.items() if i not in top)
+    with torch.no_grad():  # an untrained model's cached path = its encoder on the images
+        tokens = torch.cat(list(dm.cached_tokens(model, "train")))
+        images = torch.stack([torch.from_numpy(np.stack([f, l if l is not None else np.zeros_like(f)]))
+                              for f, l in map(dm.datasets["train"].cache.get, dm.datasets["train"].ids)])
+        views = torch.tensor([[True, dm.datasets["train"].cache.get(s)[1] is not None] for s in dm.datasets["train"].ids])
+        direct = model.eval().encode_views(images[:, :, None].float() / 255, views)
+    torch.testing.assert_close(tokens, direct, atol=2e-2, rtol=2e-2)  # the cache is float16
+    assert not tokens[~views].any()  # an absent lateral's tokens are zeros

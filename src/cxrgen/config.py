@@ -39,7 +39,8 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 5e-4
-    encoder_lr: float = 5e-5  # finetune mode only
+    encoder_lr: float = 5e-5  # the encoder's trained layers: all in finetune mode, the top `encoder_top` in frozen mode
+    encoder_top: int = 0  # frozen mode: the encoder's last N layers train, on features cached below them (Lite0)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05  # fraction of all optimizer steps spent in linear warmup
     grad_clip: float = 1.0

@@ -4,12 +4,16 @@ Every encoder takes float images in [0, 1] shaped (B, 1, H, W) (grey; repeated t
 channels and ImageNet-normalised here, so callers never think about it) and returns
 patch tokens (B, N, C) with C = `encoder.out_dim`; N = h * w of the backbone's last
 feature map, row-major, so attention over tokens can be drawn back onto the image.
+
+An encoder that lists its layers (the default, EfficientNet-Lite0) can also run in two parts,
+`below_top` and `top`: training caches the frozen part's output once and trains the top layers.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import math
 from collections.abc import Callable
 
 import torch
@@ -41,12 +45,70 @@ class ImageEncoder(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return _tokens(self._features(self._normalise(images)))
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected images (B, 1 or 3, H, W), got {tuple(images.shape)}")
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        fmap = self._features(x)  # (B, C, h, w)
-        return fmap.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    # Layer-wise encoders override these two: `layers` modules, run one at a time by `run_layer`.
+    def top_modules(self, n: int) -> list[nn.Module]:
+        """The modules of the last `n` layers (their parameters are what `top` trains)."""
+        if n:
+            raise UserError(f"encoder {self.name} cannot train only its top layers; use train.mode finetune")
+        return []
+
+    def run_layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def below_top(self, images: torch.Tensor, n: int) -> torch.Tensor:
+        """Images -> the tokens (B, N', C') that enter the last `n` layers (n = 0: the encoder's output)."""
+        if n == 0:
+            return self(images)
+        self.top_modules(n)  # raises for an encoder without layers
+        x = self._normalise(images)
+        for i in range(self.n_layers - n):
+            x = self.run_layer(i, x)
+        return _tokens(x)
+
+    def top(self, tokens: torch.Tensor, n: int) -> torch.Tensor:
+        """`below_top`'s tokens -> the encoder's output tokens (B, N, C), through the last `n` layers."""
+        if n == 0:
+            return tokens
+        side = math.isqrt(tokens.shape[1])
+        x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side).contiguous(memory_format=torch.channels_last)
+        for i in range(self.n_layers - n, self.n_layers):
+            x = self.run_layer(i, x)
+        return _tokens(x)
+
+
+def _tokens(fmap: torch.Tensor) -> torch.Tensor:
+    return fmap.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C), row-major
+
+
+class Lite0Encoder(ImageEncoder):
+    """EfficientNet-Lite0 as 18 layers: the stem, the 16 MBConv blocks, the final 1x1 conv."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__("efficientnet_lite0", net, net.extract_features, net._conv_head.out_channels)
+        self.n_layers = len(net._blocks) + 2
+
+    def top_modules(self, n: int) -> list[nn.Module]:
+        if not 0 <= n <= self.n_layers:
+            raise UserError(f"{self.name} has {self.n_layers} layers; cannot train the top {n}")
+        net = self.backbone
+        layers = [[net._conv_stem, net._bn0], *([b] for b in net._blocks), [net._conv_head, net._bn1]]
+        return [m for layer in layers[self.n_layers - n:] for m in layer]
+
+    def run_layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        net = self.backbone
+        if i == 0:
+            return net._swish(net._bn0(net._conv_stem(x)))
+        if i <= len(net._blocks):
+            return net._blocks[i - 1](x)  # no drop-connect: the top trains with the encoder in eval mode
+        return net._swish(net._bn1(net._conv_head(x)))
 
 
 def _efficientnet_lite0(pretrained: bool, weights_path: str | None) -> ImageEncoder:
@@ -62,7 +124,7 @@ def _efficientnet_lite0(pretrained: bool, weights_path: str | None) -> ImageEnco
     else:
         net = EfficientNet.from_name("efficientnet-lite0")
     del net._fc  # classification head unused; keeps the checkpoint smaller
-    return ImageEncoder("efficientnet_lite0", net, net.extract_features, net._conv_head.out_channels)
+    return Lite0Encoder(net)
 
 
 def _cached_weights(name: str) -> str | None:

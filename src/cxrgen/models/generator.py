@@ -70,6 +70,22 @@ class ReportModel(nn.Module):
         self.register_buffer("label_thresholds", torch.full((N_CONDITIONS,), 0.5))
         self.decoder = TransformerDecoder(DecoderConfig(vocab_size, d, cfg.n_layer, cfg.n_head, cfg.max_len, cfg.dropout))
         self._positions: dict[tuple, torch.Tensor] = {}  # see positions(); not state: checkpoints are unchanged
+        # training with cached features: how many of the encoder's last layers still run (and train) on them
+        self.cached_below = 0
+
+    def train(self, mode: bool = True) -> "ReportModel":
+        super().train(mode)
+        if self.cached_below:  # the top trains on frozen features: BatchNorm keeps its statistics, no drop-connect
+            self.encoder.eval()
+        return self
+
+    def tokens_from_cache(self, cached: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        """Cached features (B, 2, N', C'), the input of the encoder's last `cached_below` layers, -> encoder
+        tokens (B, 2, N, C); an absent view's tokens are zeros, as `encode_views` gives them."""
+        if not self.cached_below:
+            return cached
+        tokens = self.encoder.top(cached.flatten(0, 1), self.cached_below).unflatten(0, cached.shape[:2])
+        return tokens * view_mask[:, :, None, None]
 
     def positions(self, n: int, like: torch.Tensor) -> torch.Tensor:
         """`grid_positions(n, d)` on `like`'s device and dtype, built once: no CPU work or copy per step.

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -26,8 +27,9 @@ _logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path: Path, batch_size: int = 32,
-                     device: str | torch.device = "cpu") -> np.ndarray:
+                     device: str | torch.device = "cpu", below: int = 0) -> np.ndarray:
     """Encoder tokens for every study, (n, 2, N, C) float16 in a .npy memmap; reused when already complete.
+    With `below` N > 0, the tokens that enter the encoder's last N layers (`ImageEncoder.below_top`).
 
     The encoder runs on `device` (training's GPU when it has one) and is moved back afterwards.
     """
@@ -39,7 +41,7 @@ def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path
     home = next(enc.parameters()).device
     enc.to(device)
     size = cache.size
-    probe = enc(torch.zeros(1, 1, size, size, device=device))
+    probe = enc.below_top(torch.zeros(1, 1, size, size, device=device), below)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent builders never share it
     feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(ids), 2, *probe.shape[1:]))
     for start in tqdm(range(0, len(ids), batch_size), desc=f"encoding images ({enc.name})", unit="batch", disable=None):
@@ -47,7 +49,7 @@ def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path
         pairs = [cache.get(i) for i in chunk]
         imgs = [im for pair in pairs for im in pair if im is not None]
         x = torch.from_numpy(np.stack(imgs))[:, None].to(device).float().div_(255)  # uint8 over the bus
-        out = enc(x).to(torch.float16).cpu().numpy()
+        out = enc.below_top(x, below).to(torch.float16).cpu().numpy()
         k = 0
         for j, pair in enumerate(pairs):
             for v, im in enumerate(pair):
@@ -80,7 +82,8 @@ class ReportDataModule(L.LightningDataModule):
         self.feature_ids = [s.id for s in splits["train"] + splits["val"]]
         self.features_path = None
         if tc.mode == "frozen":
-            self.features_path = cache_dir / (f"features-{mc.encoder}-{mc.image_size}-{_encoder_fingerprint(model)}-"
+            below = f"-below{tc.encoder_top}" if tc.encoder_top else ""
+            self.features_path = cache_dir / (f"features-{mc.encoder}-{mc.image_size}{below}-{_encoder_fingerprint(model)}-"
                                               f"{_fingerprint(self.feature_ids)}.npy")
         self.meta = {} if meta is None else meta
         self.datasets: dict[str, ReportDataset] = {}
@@ -89,7 +92,8 @@ class ReportDataModule(L.LightningDataModule):
         cache = ImageCache.build(self.studies, self.config.model.image_size, self.cache_path)
         if self.features_path is not None:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-            extract_features(self.model, cache, self.feature_ids, self.features_path, device=device)
+            extract_features(self.model, cache, self.feature_ids, self.features_path, device=device,
+                             below=self.config.train.encoder_top)
 
     def setup(self, stage: str) -> None:
         if self.datasets:
@@ -106,6 +110,20 @@ class ReportDataModule(L.LightningDataModule):
         self.meta.update(train_studies=len(splits["train"]), val_studies=len(splits["val"]))
         _logger.info("studies: %d train, %d val; vocabulary %d; mode %s", len(splits["train"]), len(splits["val"]),
                      len(self.tokenizer), self.config.train.mode)
+
+    @torch.no_grad()
+    def cached_tokens(self, model: ReportModel, split: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """Frozen mode: `model`'s encoder tokens (b, 2, N, C) float32 for the studies of `split`, in order,
+        `batch_size` at a time, from the feature cache (through `model`'s trained top layers, if any)."""
+        features = np.load(self.features_path, mmap_mode="r")
+        row = {sid: i for i, sid in enumerate(self.feature_ids)}
+        model.cached_below = self.config.train.encoder_top
+        ds = self.datasets[split]
+        for start in range(0, len(ds.ids), batch_size):
+            ids = ds.ids[start:start + batch_size]
+            cached = torch.from_numpy(np.asarray(features[[row[s] for s in ids]], np.float32))
+            views = torch.tensor([[True, ds.cache.get(s)[1] is not None] for s in ids])
+            yield model.eval().tokens_from_cache(cached, views)
 
     def _loader(self, split: str, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,

@@ -2,7 +2,9 @@
 
 Two modes (config `train.mode`):
   frozen    the encoder runs once over every study; its tokens are stored (float16, memory-mapped)
-            and only the projection, classifier and decoder train. Fast on a CPU.
+            and only the projection, classifier and decoder train. Fast on a CPU. With
+            `train.encoder_top` N > 0 the stored tokens are those entering the encoder's last N
+            layers, which then train too (cheap: they run on an 8x8 grid).
   finetune  end to end, images from the preprocessed ImageCache, encoder at `train.encoder_lr`.
 """
 from __future__ import annotations
@@ -108,6 +110,9 @@ def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta
         model = ReportModel(mc, len(tokenizer))
     if tc.mode == "frozen":
         model.encoder.requires_grad_(False)
+        for module in model.encoder.top_modules(tc.encoder_top):
+            module.requires_grad_(True)
+        model.cached_below = tc.encoder_top
     return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta), tokenizer, model, splits
 
 
@@ -120,9 +125,8 @@ def data_meta(spec: str | None, splits: dict[str, list[Study]]) -> dict:
 
 
 def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -> None:
-    """Training statistics for the OOD check (`cxrgen.ood`) from the training and validation images:
-    in frozen mode from the cached encoder features (the encoder never changed), else from the saved
-    model's own encoder over the cached images."""
+    """Training statistics for the OOD check (`cxrgen.ood`) from the saved model's encoder tokens of the
+    training and validation images: in frozen mode from the feature cache, else over the cached images."""
     try:
         stats = _fit_ood_stats(model_dir, dm, device)
     except UserError as e:  # a tiny data set: the model is still good to use, without the check
@@ -136,32 +140,27 @@ def add_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -
 
 def _fit_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) -> OODStats:
     cache = ImageCache(dm.cache_path)
+    model = load_checkpoint(model_dir)[0]
     if dm.features_path is not None:
-        feats = np.load(dm.features_path, mmap_mode="r")
-        row = {sid: i for i, sid in enumerate(dm.feature_ids)}
 
         def pooled(split: str) -> tuple[np.ndarray, np.ndarray]:
-            ids = dm.datasets[split].ids
-            x = np.stack([pool(torch.from_numpy(np.array(feats[row[sid]]))[None])[0].numpy() for sid in ids])
-            return x, np.array([[True, cache.get(sid)[1] is not None] for sid in ids])
+            x = torch.cat([pool(tokens) for tokens in dm.cached_tokens(model, split)]).numpy()
+            return x, np.array([[True, cache.get(sid)[1] is not None] for sid in dm.datasets[split].ids])
 
         return OODStats.fit(*pooled("train"), *pooled("val"), DEFAULT_QUANTILE)
     train, val = ((cache.get(sid) for sid in dm.datasets[split].ids) for split in ("train", "val"))
-    return calibrate(load_checkpoint(model_dir)[0], train, val, DEFAULT_QUANTILE, device=device)
+    return calibrate(model, train, val, DEFAULT_QUANTILE, device=device)
 
 
 def add_sides(model_dir: Path, dm: ReportDataModule, reports: dict[str, str]) -> None:
-    """Side models (`cxrgen.sides`) from the cached frontal features of the training studies; frozen mode
-    only (in finetune mode the encoder changed, and drafts are chosen without sides)."""
+    """Side models (`cxrgen.sides`) from the saved model's frontal tokens of the training studies, read
+    from the feature cache; frozen mode only (in finetune mode drafts are chosen without sides)."""
     if dm.features_path is None:
         _logger.info("no side models in finetune mode: drafts are chosen without the findings' sides")
         return
-    feats = np.load(dm.features_path, mmap_mode="r")
-    row = {sid: i for i, sid in enumerate(dm.feature_ids)}
-    ids = dm.datasets["train"].ids
-    x = torch.cat([side_features(torch.from_numpy(np.asarray(feats[[row[s] for s in ids[i:i + 256]], 0])))
-                   for i in range(0, len(ids), 256)])
-    sides = SideModel.fit(x, [reports[s] for s in ids])
+    model = load_checkpoint(model_dir)[0]
+    x = torch.cat([side_features(tokens[:, 0]) for tokens in dm.cached_tokens(model, "train")])
+    sides = SideModel.fit(x, [reports[s] for s in dm.datasets["train"].ids])
     if sides.weights:  # none when too few training reports give a side: drafts are then chosen without sides
         sides.save(model_dir)
 

@@ -25,7 +25,10 @@ def batch_memory(model: ReportModel, batch: dict, teacher: bool = False) -> Memo
     """Decoder memory of a batch (cached float16 encoder features, or uint8 images). `teacher` forces the
     label states to the reference findings, as training does; validation and SCST decode as at inference."""
     vm = batch["view_mask"]
-    feats = batch["features"].float() if "features" in batch else model.encode_views(batch["image"].float() / 255, vm)
+    if "features" in batch:
+        feats = model.tokens_from_cache(batch["features"].float(), vm)
+    else:
+        feats = model.encode_views(batch["image"].float() / 255, vm)
     return model.memory_from_features(feats, vm, (batch["labels"], batch["label_mask"]) if teacher else None)
 
 
