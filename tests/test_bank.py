@@ -149,3 +149,17 @@ def test_a_planned_report_too_long_for_the_decoder_drops_its_normal_sentences_la
     assert short == ["The heart is enlarged. No pneumothorax. There is a small pleural effusion."]
     # the findings stay even when nothing else can go
     assert bank.plan(both, fits=lambda text: False) == ["The heart is enlarged. There is a small pleural effusion."]
+
+
+def test_a_call_set_is_planned_once_per_bank(generator_calling):
+    """Planning labels the bank's sentences, so each call set is planned once; a new bank plans afresh."""
+    gen = generator_calling("Cardiomegaly")
+    image = np.full((64, 64), 128, np.uint8)
+    for reports, expected in ((["Mild cardiomegaly."], "Mild cardiomegaly."),
+                              (["Mild cardiomegaly. The lungs are clear."], "Mild cardiomegaly. The lungs are clear.")):
+        gen.bank = _bank(reports, no_finding=True)
+        planned = []
+        plan = gen.bank.plan
+        gen.bank.plan = lambda *a: planned.append(a[0]) or plan(*a)
+        assert [gen.generate(image, rerank=True)["report"] for _ in range(3)] == [expected] * 3
+        assert planned == [frozenset({"Cardiomegaly"})]

@@ -164,6 +164,15 @@ class ReportGenerator:
                             "attention": att})
         return results
 
+    @property
+    def bank(self) -> ReportBank | None:
+        return self._bank
+
+    @bank.setter
+    def bank(self, bank: ReportBank | None) -> None:
+        self._bank = bank
+        self._plans: dict[frozenset[str], list] = {}  # call set -> its bank candidates: planning labels sentences
+
     def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray,
                 sides: list[dict[str, str]]) -> list[list[int]]:
         """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`), a
@@ -184,8 +193,9 @@ class ReportGenerator:
             cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab), stated_sides(t))
                      for seq, t, lab in zip(beam, texts, label_many(texts))]
             if self.bank is not None:
-                planned = [self._bank_entry(t) for t in self.bank.plan(wanted, fits)]
-                cands += [c for c in planned if len(c[0]) < room and all(c[0] != b for b in beam)]
+                if wanted not in self._plans:
+                    self._plans[wanted] = [c for c in map(self._bank_entry, self.bank.plan(wanted, fits)) if len(c[0]) < room]
+                cands += [c for c in self._plans[wanted] if all(c[0] != b for b in beam)]
             keys = [(clean, agreement(said, wanted), agreement(sure, wanted),
                      sum(placed.get(c) == side for c, side in where.items())) for _, clean, said, sure, placed in cands]
             best = max(keys)
