@@ -87,3 +87,15 @@ def test_the_encoders_top_layers_train_on_features_cached_below_them(tmp_path):
         direct = model.eval().encode_views(images[:, :, None].float() / 255, views)
     torch.testing.assert_close(tokens, direct, atol=2e-2, rtol=2e-2)  # the cache is float16
     assert not tokens[~views].any()  # an absent lateral's tokens are zeros
+
+
+def test_an_encoder_without_layers_ignores_encoder_top_with_a_warning(tmp_path, caplog):
+    """The default config asks for the top two layers; ResNet-18 cannot split, so it is cached whole, frozen."""
+    cfg = Config.from_dict(tiny_config(train={"mode": "frozen", "encoder_top": 2, "batch_size": 2, "min_token_freq": 1}))
+    data = tmp_path / "data"
+    data.mkdir()
+    with caplog.at_level("WARNING"):
+        dm, _, model, _ = build_datamodule(cfg, studies(data), tmp_path / "cache")
+    assert "cannot train only its top layers" in caplog.text
+    assert model.cached_below == 0 and not any(p.requires_grad for p in model.encoder.parameters())
+    assert "below" not in dm.features_path.name

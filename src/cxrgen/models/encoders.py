@@ -53,7 +53,8 @@ class ImageEncoder(nn.Module):
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
-    # Layer-wise encoders override these two: `layers` modules, run one at a time by `run_layer`.
+    n_layers = 0  # layer-wise encoders (Lite0) set it and override `top_modules` and `run_layer`
+
     def top_modules(self, n: int) -> list[nn.Module]:
         """The modules of the last `n` layers (their parameters are what `top` trains)."""
         if n:

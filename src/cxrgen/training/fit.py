@@ -109,6 +109,10 @@ def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta
         tokenizer = ReportTokenizer.build([target_text(s) for s in splits["train"]], min_freq=tc.min_token_freq)
         model = ReportModel(mc, len(tokenizer))
     if tc.mode == "frozen":
+        if tc.encoder_top and not model.encoder.n_layers:
+            _logger.warning("encoder %s cannot train only its top layers: it stays wholly frozen "
+                            "(train.encoder_top %d ignored; train.mode finetune trains all of it)", mc.encoder, tc.encoder_top)
+            tc.encoder_top = 0
         model.encoder.requires_grad_(False)
         for module in model.encoder.top_modules(tc.encoder_top):
             module.requires_grad_(True)
