@@ -110,6 +110,8 @@ BAD = {
     "dicom without pixels": (lambda: {"frontal": ("x.dcm", dicom_bytes(with_pixels=False))}, 422, "no pixel data"),
     "wrong field name": (lambda: {"image": ("x.png", png())}, 422, "unexpected form field 'image'"),
     "lateral only": (lambda: {"lateral": ("x.png", png())}, 422, "missing form field 'frontal'"),
+    "an extra field": (lambda: {"frontal": ("x.png", png()), "notes": ("n.txt", b"hi")}, 422,
+                       "unexpected form field 'notes'"),
 }
 
 
@@ -135,6 +137,10 @@ def test_text_field_and_non_multipart_bodies(client):
     assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
     r = client.post("/v1/reports", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data"})
     assert r.status_code == 400 and "multipart" in r.json()["detail"]
+    stray_cr = (b'--b\r\nContent-Disposition: form-data; name="frontal"; filename="x.png"\r\nX\rY: z\r\n\r\n'
+                + png() + b"\r\n--b--\r\n")  # a carriage return inside a part's header name
+    r = client.post("/v1/reports", content=stray_cr, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400 and "malformed multipart" in r.json()["detail"]
 
 
 def test_body_limit_from_declared_length(client):
