@@ -45,8 +45,8 @@ def scoring_passes(monkeypatch) -> list[int]:
 
     passes: list[int] = []
     score_sequences = cxrgen.inference.score_sequences
-    monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a: passes.append(len(seqs)) or
-                        score_sequences(dec, mem, seqs, *a))
+    monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a, **kw: passes.append(len(seqs)) or
+                        score_sequences(dec, mem, seqs, *a, **kw))
     return passes
 
 

@@ -14,7 +14,7 @@ TESTS = Path(__file__).resolve().parent
 
 # Lowest first; a module may import its own layer's modules or lower ones, never higher.
 LAYERS = [
-    {"cxrgen", "cxrgen.errors", "cxrgen.io", "cxrgen.config"},
+    {"cxrgen", "cxrgen.errors", "cxrgen.io", "cxrgen.config", "cxrgen.precision"},
     {"cxrgen.data", "cxrgen.labeler"},
     {"cxrgen.models"},
     {"cxrgen.decoding", "cxrgen.losses", "cxrgen.checkpoint"},

@@ -93,6 +93,9 @@ def test_score_sequences_is_what_beam_search_ranks_by():
     scored = score_sequences(dec, memory, out.sequences, bos_id=0, eos_id=1, length_penalty=0.5)
     assert [len(s) for s in out.sequences] == [6, 1]  # both ended with EOS before max_len
     assert scored.tolist() == pytest.approx(out.scores.tolist(), abs=1e-4)
+    a, b = out.sequences  # several sequences on one memory row: `rows` says which row scores each
+    again = score_sequences(dec, memory, [b, a, a], bos_id=0, eos_id=1, length_penalty=0.5, rows=[1, 0, 0])
+    assert again.tolist() == pytest.approx(scored[[1, 0, 0]].tolist(), abs=1e-5)
 
 
 def test_reranking_with_a_bank_states_the_called_finding(generator_calling, scoring_passes):

@@ -99,3 +99,22 @@ def test_an_encoder_without_layers_ignores_encoder_top_with_a_warning(tmp_path, 
     assert "cannot train only its top layers" in caplog.text
     assert model.cached_below == 0 and not any(p.requires_grad for p in model.encoder.parameters())
     assert "below" not in dm.features_path.name
+
+
+def test_a_bf16_cache_is_its_own_file_and_reads_the_images_as_float32_does(tmp_path):
+    """bf16 training caches its features under bfloat16 autocast, in a file of its own (a float32 run
+    must not read them), and they stay within bfloat16's rounding of the float32 encoder's (ImageNet weights:
+    a random encoder's tokens are too small to compare)."""
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = Config.from_dict(tiny_config(model={"encoder": "efficientnet_lite0", "image_size": 64, "pretrained": True},
+                                       train={"mode": "frozen", "encoder_top": 2, "batch_size": 4, "min_token_freq": 1}))
+    caches = {}
+    for bf16 in (False, True):
+        dm, _, model, _ = build_datamodule(cfg, studies(data), tmp_path / "cache", bf16=bf16)
+        dm.prepare_data()
+        caches[bf16] = dm.features_path
+    assert caches[True] != caches[False] and "-bf16-" in caches[True].name and "bf16" not in caches[False].name
+    full, half = (np.load(caches[k]).astype(np.float32).ravel() for k in (False, True))
+    assert np.corrcoef(full, half)[0, 1] > 0.99 and not np.array_equal(half, full)

@@ -50,7 +50,7 @@ class TrainConfig:
     early_stop_margin: float = 0.05  # stop once val CE exceeds (1 + margin) x its minimum (the seed's 5% rule)
     select_metric: str = "cider"  # checkpoint selection: "cider" (greedy decodes of val) or "loss"
     val_decode_limit: int = 300  # studies decoded per validation pass for the selection metric
-    precision: str = "auto"  # "auto": bf16-mixed on GPU, 32 on CPU; or any Lightning precision string
+    precision: str = "auto"  # "auto": bf16-mixed where bf16 is native (cxrgen.precision), else 32; or any Lightning precision string
     num_workers: int = 0  # DataLoader worker processes; on GPU use 4-8 so decoding never starves the step
     compile: bool = False  # torch.compile the model in place (GPU; pays a one-off compile time)
     seed: int = 42

@@ -28,6 +28,7 @@ from cxrgen.decoding import generate, score_sequences
 from cxrgen.labeler import CONDITIONS, label_many
 from cxrgen.models.generator import ReportModel
 from cxrgen.ood import OODStats, pool
+from cxrgen.precision import autocast, bf16_is_fast
 from cxrgen.sides import SideModel, side_features, stated_sides
 
 _logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class ReportGenerator:
 
     def __init__(self, model: ReportModel, tokenizer, config: Config, device: str | torch.device = "cpu",
                  ood: OODStats | None = None, meta: dict | None = None, bank: ReportBank | None = None,
-                 sides: SideModel | None = None):
+                 sides: SideModel | None = None, bf16: bool | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
@@ -87,6 +88,8 @@ class ReportGenerator:
         self.meta = meta or {}
         self.bank = bank  # None: reranking chooses among the decoder's own beams only
         self.sides = sides  # None: reranking ignores where the findings are
+        # the encoder and the decoder under bfloat16 autocast where it is native (None: cxrgen.precision decides)
+        self.bf16 = bf16_is_fast(self.device) if bf16 is None else bf16
         self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str]]] = {}
 
     @classmethod
@@ -118,7 +121,8 @@ class ReportGenerator:
         laterals = laterals if laterals is not None else [None] * len(frontals)
         images, view_mask = views_to_tensor(frontals, laterals, self.config.model.image_size)
         images, view_mask = images.to(self.device), view_mask.to(self.device)
-        tokens = self.model.encode_views(images, view_mask)
+        with autocast(self.device, self.bf16):
+            tokens = self.model.encode_views(images, view_mask).float()
         verdicts = self.ood.verdicts(pool(tokens), view_mask) if self.ood is not None else [None] * len(frontals)
         skip = [skip_flagged and any(v["flag"] for v in verdict or []) for verdict in verdicts]
         keep = [i for i, s in enumerate(skip) if not s]
@@ -133,10 +137,12 @@ class ReportGenerator:
         """Encoder tokens (B, 2, N, C) -> each study's report, probabilities, calls and attention."""
         memory = self.model.memory_from_features(tokens, view_mask)
         dc = self.config.decode
-        out = generate(self.model.decoder, memory, self.tokenizer.bos_id, self.tokenizer.eos_id,
-                       beam_size=beam_size or dc.beam_size, max_len=max_len or dc.max_len,
-                       length_penalty=dc.length_penalty if length_penalty is None else length_penalty, no_repeat_ngram=dc.no_repeat_ngram,
-                       return_attention=return_attention, allowed=self.tokenizer.allowed_next)
+        with autocast(self.device, self.bf16):
+            out = generate(self.model.decoder, memory, self.tokenizer.bos_id, self.tokenizer.eos_id,
+                           beam_size=beam_size or dc.beam_size, max_len=max_len or dc.max_len,
+                           length_penalty=dc.length_penalty if length_penalty is None else length_penalty,
+                           no_repeat_ngram=dc.no_repeat_ngram, return_attention=return_attention,
+                           allowed=self.tokenizer.allowed_next)
         probs = torch.sigmoid(memory.cls_logits).cpu().numpy()
         called = self.model.predicted_states(memory.cls_logits).bool().cpu().numpy()
         sides = (self.sides.predict(side_features(tokens[:, 0].cpu())) if self.sides is not None
@@ -201,8 +207,9 @@ class ReportGenerator:
             best = max(keys)
             finalists.append([seq for (seq, *_), k in zip(cands, keys) if k == best])
         rows = [i for i, f in enumerate(finalists) if len(f) > 1 for _ in f]
-        scores = iter(score_sequences(self.model.decoder, memory.select(rows), [seq for f in finalists if len(f) > 1 for seq in f],
-                                      self.tokenizer.bos_id, self.tokenizer.eos_id).tolist() if rows else [])
+        with autocast(self.device, self.bf16):
+            scores = iter(score_sequences(self.model.decoder, memory, [seq for f in finalists if len(f) > 1 for seq in f],
+                                          self.tokenizer.bos_id, self.tokenizer.eos_id, rows=rows).tolist() if rows else [])
         chosen = []
         for f in finalists:
             score = [next(scores) for _ in f] if len(f) > 1 else [0.0]
@@ -263,7 +270,9 @@ def pooled_features(model: ReportModel, pairs: Iterable[tuple[np.ndarray, np.nda
 
     def flush() -> None:
         images, mask = views_to_tensor([f for f, _ in batch], [lat for _, lat in batch], model.cfg.image_size)
-        feats.append(pool(model.encode_views(images.to(device), mask.to(device))).cpu().numpy())
+        with autocast(device):  # as `ReportGenerator` reads images on this device
+            tokens = model.encode_views(images.to(device), mask.to(device)).float()
+        feats.append(pool(tokens).cpu().numpy())
         masks.append(mask.numpy())
         batch.clear()
 

@@ -32,12 +32,6 @@ class Memory:
         r = lambda t: None if t is None else t.repeat_interleave(k, dim=0)
         return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix, r(self.condition))
 
-    def select(self, rows: list[int]) -> Memory:
-        """The given rows, in order (repeats allowed): one memory row per candidate to score."""
-        idx = torch.tensor(rows, dtype=torch.long, device=self.tokens.device)
-        r = lambda t: None if t is None else t.index_select(0, idx)
-        return Memory(r(self.tokens), r(self.mask), r(self.cls_logits), self.n_patches, self.prefix, r(self.condition))
-
 
 @dataclass
 class DecoderConfig:
@@ -153,12 +147,12 @@ class TransformerDecoder(nn.Module):
 
         `condition` (B, C), if given, is added to every input position (a global conditioning vector).
 
-        With `cache` (a list, empty on the first call) the embeddings are the *new* positions only,
-        and past keys/values are reused. `need_weights` also returns the last layer's
+        With `cache` (a list, empty on the first call, or `cross_cache`'s) the embeddings are the *new*
+        positions only, and past keys/values are reused. `need_weights` also returns the last layer's
         cross-attention averaged over heads, (B, T, S).
         """
         B, T, _ = inputs_embeds.shape
-        past = cache[0]["self_k"].shape[2] if cache else 0
+        past = cache[0]["self_k"].shape[2] if cache and "self_k" in cache[0] else 0
         if past + T > self.cfg.max_len:
             raise ValueError(f"sequence length {past + T} exceeds max_len {self.cfg.max_len}")
         if past and T > 1:
@@ -176,6 +170,13 @@ class TransformerDecoder(nn.Module):
             x, w = block(x, memory, memory_mask, cache[i] if cache is not None else None, need_weights and last)
             weights = w.mean(dim=1) if w is not None else weights
         return self.head(self.ln_f(x)), weights
+
+
+    def cross_cache(self, memory: torch.Tensor, rows: torch.Tensor) -> Cache:
+        """A cache holding each layer's cross-attention keys/values for memory (B, S, C), row `rows[i]` for
+        input row i: many sequences on one image project its memory once, not once per sequence."""
+        return [dict(zip(("cross_k", "cross_v"), (t.index_select(0, rows) for t in block.cross_attn.keys_values(memory))))
+                for block in self.blocks]
 
 
 def reorder_cache(cache: Cache, index: torch.Tensor) -> None:

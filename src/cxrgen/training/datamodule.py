@@ -21,15 +21,17 @@ from cxrgen.data.reports import target_text
 from cxrgen.data.studies import Study
 from cxrgen.data.tokenizer import ReportTokenizer
 from cxrgen.models.generator import ReportModel
+from cxrgen.precision import autocast
 
 _logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path: Path, batch_size: int = 32,
-                     device: str | torch.device = "cpu", below: int = 0) -> np.ndarray:
+                     device: str | torch.device = "cpu", below: int = 0, bf16: bool = False) -> np.ndarray:
     """Encoder tokens for every study, (n, 2, N, C) float16 in a .npy memmap; reused when already complete.
-    With `below` N > 0, the tokens that enter the encoder's last N layers (`ImageEncoder.below_top`).
+    With `below` N > 0, the tokens that enter the encoder's last N layers (`ImageEncoder.below_top`);
+    with `bf16`, computed under bfloat16 autocast.
 
     The encoder runs on `device` (training's GPU when it has one) and is moved back afterwards.
     """
@@ -49,7 +51,8 @@ def extract_features(model: ReportModel, cache: ImageCache, ids: list[str], path
         pairs = [cache.get(i) for i in chunk]
         imgs = [im for pair in pairs for im in pair if im is not None]
         x = torch.from_numpy(np.stack(imgs))[:, None].to(device).float().div_(255)  # uint8 over the bus
-        out = enc.below_top(x, below).to(torch.float16).cpu().numpy()
+        with autocast(device, bf16):
+            out = enc.below_top(x, below).to(torch.float16).cpu().numpy()
         k = 0
         for j, pair in enumerate(pairs):
             for v, im in enumerate(pair):
@@ -72,7 +75,7 @@ class ReportDataModule(L.LightningDataModule):
     """
 
     def __init__(self, config: Config, studies: list[Study], splits: dict[str, list[Study]], tokenizer: ReportTokenizer,
-                 model: ReportModel, cache_dir: Path, meta: dict | None = None):
+                 model: ReportModel, cache_dir: Path, meta: dict | None = None, bf16: bool = False):
         super().__init__()
         mc, tc = config.model, config.train
         self.config, self.studies, self.tokenizer, self.model = config, studies, tokenizer, model
@@ -83,8 +86,9 @@ class ReportDataModule(L.LightningDataModule):
         self.features_path = None
         if tc.mode == "frozen":
             below = f"-below{tc.encoder_top}" if tc.encoder_top else ""
-            self.features_path = cache_dir / (f"features-{mc.encoder}-{mc.image_size}{below}-{_encoder_fingerprint(model)}-"
-                                              f"{_fingerprint(self.feature_ids)}.npy")
+            self.features_path = cache_dir / (f"features-{mc.encoder}-{mc.image_size}{below}{'-bf16' if bf16 else ''}-"
+                                              f"{_encoder_fingerprint(model)}-{_fingerprint(self.feature_ids)}.npy")
+        self.bf16 = bf16
         self.meta = {} if meta is None else meta
         self.datasets: dict[str, ReportDataset] = {}
 
@@ -93,7 +97,7 @@ class ReportDataModule(L.LightningDataModule):
         if self.features_path is not None:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             extract_features(self.model, cache, self.feature_ids, self.features_path, device=device,
-                             below=self.config.train.encoder_top)
+                             below=self.config.train.encoder_top, bf16=self.bf16)
 
     def setup(self, stage: str) -> None:
         if self.datasets:
@@ -114,7 +118,8 @@ class ReportDataModule(L.LightningDataModule):
     @torch.no_grad()
     def cached_tokens(self, model: ReportModel, split: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Frozen mode: `model`'s encoder tokens (b, 2, N, C) float32 for the studies of `split`, in order,
-        `batch_size` at a time, from the feature cache (through `model`'s trained top layers, if any)."""
+        `batch_size` at a time, from the feature cache (through `model`'s trained top layers, if any, in
+        the cache's precision)."""
         features = np.load(self.features_path, mmap_mode="r")
         row = {sid: i for i, sid in enumerate(self.feature_ids)}
         model.cached_below = self.config.train.encoder_top
@@ -123,7 +128,9 @@ class ReportDataModule(L.LightningDataModule):
             ids = ds.ids[start:start + batch_size]
             cached = torch.from_numpy(np.asarray(features[[row[s] for s in ids]], np.float32))
             views = torch.tensor([[True, ds.cache.get(s)[1] is not None] for s in ids])
-            yield model.eval().tokens_from_cache(cached, views)
+            with autocast(cached.device, self.bf16):
+                tokens = model.eval().tokens_from_cache(cached, views)
+            yield tokens.float()
 
     def _loader(self, split: str, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,

@@ -37,6 +37,7 @@ from cxrgen.inference import calibrate
 from cxrgen.io import atomic_write_text
 from cxrgen.models.generator import ReportModel
 from cxrgen.ood import DEFAULT_QUANTILE, OODStats, pool
+from cxrgen.precision import bf16_is_fast
 from cxrgen.sides import SideModel, side_features
 from cxrgen.training.callbacks import MarginEarlyStopping, SaveBest, TrainThroughput
 from cxrgen.training.datamodule import ReportDataModule
@@ -85,9 +86,10 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path) -> None:
     plt.close(fig)
 
 
-def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta: dict | None = None
-                     ) -> tuple[ReportDataModule, ReportTokenizer, ReportModel, dict[str, list[Study]]]:
-    """Tokenizer, model and data module; the caches are built when Lightning calls `prepare_data`.
+def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta: dict | None = None,
+                     bf16: bool = False) -> tuple[ReportDataModule, ReportTokenizer, ReportModel, dict[str, list[Study]]]:
+    """Tokenizer, model and data module; the caches are built when Lightning calls `prepare_data`
+    (`bf16`: the feature cache is computed under bfloat16 autocast, as bf16 training reads images).
 
     The vocabulary comes from every training report with a frontal image: the model must exist
     before the caches do, so a study whose frontal later fails to decode still lends its words
@@ -117,7 +119,7 @@ def build_datamodule(config: Config, studies: list[Study], cache_dir: Path, meta
         for module in model.encoder.top_modules(tc.encoder_top):
             module.requires_grad_(True)
         model.cached_below = tc.encoder_top
-    return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta), tokenizer, model, splits
+    return ReportDataModule(config, studies, splits, tokenizer, model, cache_dir, meta, bf16), tokenizer, model, splits
 
 
 def data_meta(spec: str | None, splits: dict[str, list[Study]]) -> dict:
@@ -221,15 +223,17 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
         if tc.select_metric not in ("cider", "loss"):
             raise UserError(f"train.select_metric must be 'cider' or 'loss', got {tc.select_metric!r}")
         meta = {"seed": tc.seed, "select_metric": monitor, "trained_at": time.strftime("%Y-%m-%d")}
-        dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta)  # setup adds the study counts
+        device = "cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu"
+        precision = tc.precision if tc.precision != "auto" else ("bf16-mixed" if bf16_is_fast(device) else "32-true")
+        meta["precision"] = precision
+        dm, tokenizer, model, splits = build_datamodule(config, studies, cache_dir, meta,  # setup adds the study counts
+                                                        bf16=precision.startswith("bf16"))
         meta["data"] = data_meta(data, splits)
         if extra_losses is None:  # the config's `loss` section: CLIP directional loss and/or SCST
             extra_losses = hooks_from_config(config.loss, [s for s in studies if s.split != "test"])
         module = GeneratorModule(model, tokenizer, config, extra_losses)
         save_best = SaveBest(output / "model", monitor, mode, meta)
         speed = TrainThroughput()
-        precision = tc.precision if tc.precision != "auto" else \
-            ("bf16-mixed" if torch.cuda.is_available() else "32-true")
         steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
         metrics_csv = output / "csv" / "metrics.csv"
         if last is not None:

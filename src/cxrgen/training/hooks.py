@@ -97,7 +97,8 @@ class DirectionalHook:
         todo = [j for j, s in enumerate(ids) if s not in self.embedded]
         if todo:  # first sight of these studies (the first epoch): E_T(r) into their rows
             j = torch.tensor(todo, device=dev)
-            self.report_table[table_rows[j]] = self.loss.report_embedding(targets[j] * mask[j], mask[j])
+            emb = self.loss.report_embedding(targets[j] * mask[j], mask[j])  # bfloat16 under bf16 autocast
+            self.report_table[table_rows[j]] = emb.to(self.report_table.dtype)
             self.embedded.update(ids[i] for i in todo)
         rep = self.report_table[table_rows]
         if has_image_emb:
