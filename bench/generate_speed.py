@@ -8,6 +8,8 @@ views, decoding, attention map), i.e. what one web request costs, median over `-
 the decoder's top beam and for the reranked draft (`decode.rerank`, the default; with a report bank).
 Throughput is `generate_batch` on `--batch-size` studies at once. With `--run` pointing at a
 `cxrgen train` output folder, the training samples/s it recorded is printed beside them.
+Where bfloat16 is native (`cxrgen.precision`: the generator's default there), the beam-3 latency
+and throughput are also timed in float32, and the ratios printed.
 Goal: single-study beam-3 latency, reranking included, under 0.5 s on a CPU.
 """
 from __future__ import annotations
@@ -81,7 +83,7 @@ def main() -> None:
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
     pairs = load_pairs(args.data, args.split, args.n, gen.config.model.image_size)
     results: dict = {"machine": machine_facts(), "encoder": gen.config.model.encoder,
-                     "image_size": gen.config.model.image_size, "studies": len(pairs)}
+                     "image_size": gen.config.model.image_size, "studies": len(pairs), "bf16": gen.bf16}
     for beam in (1, 3):
         for rerank, (sec, words) in latency(gen, pairs, beam).items():
             name = f"beam{beam}" + ("_reranked" if rerank else "")
@@ -89,15 +91,24 @@ def main() -> None:
             results[f"words_{name}"] = words
         results[f"rerank_latency_ratio_beam{beam}"] = results[f"latency_s_beam{beam}_reranked"] / results[f"latency_s_beam{beam}"]
         results[f"throughput_studies_per_s_beam{beam}_bs{args.batch_size}"] = throughput(gen, pairs, beam, args.batch_size)
+    if gen.bf16:  # the same model in float32, for the ratio
+        gen.bf16 = False
+        results["latency_s_beam3_reranked_fp32"] = latency(gen, pairs, 3)[True][0]
+        results[f"throughput_studies_per_s_beam3_bs{args.batch_size}_fp32"] = throughput(gen, pairs, 3, args.batch_size)
+        gen.bf16 = True
+        results["bf16_speedup_latency_beam3_reranked"] = results["latency_s_beam3_reranked_fp32"] / results["latency_s_beam3_reranked"]
+        results["bf16_speedup_throughput_beam3"] = (results[f"throughput_studies_per_s_beam3_bs{args.batch_size}"]
+                                                    / results[f"throughput_studies_per_s_beam3_bs{args.batch_size}_fp32"])
     if args.run:
         summary = json.loads((Path(args.run) / "train_summary.json").read_text())
         results["train_samples_per_s"] = summary["train_samples_per_s"]
     m = results["machine"]
     print(f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {args.threads}, load {m['load_avg_1min']}; "
-          f"encoder {results['encoder']} at {results['image_size']} px, {len(pairs)} studies\n")
+          f"encoder {results['encoder']} at {results['image_size']} px, {len(pairs)} studies, "
+          f"{'bfloat16' if gen.bf16 else 'float32'}\n")
     print("| measure | value |\n|---|---|")
     for key, value in results.items():
-        if isinstance(value, (int, float)) and key != "studies":
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "studies":
             print(f"| {key} | {fmt(value)} |")
     write_json(args.json, results)
     if args.profile:

@@ -134,6 +134,7 @@ def _generate(args) -> int:
         # synchronisation (no faster on an idle 2-core machine, several times slower on a busy one).
         torch.set_num_threads(1)
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
+    gen.bf16 = gen.bf16 and not args.float32
     decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len),
                                 ("length_penalty", args.length_penalty), ("rerank", args.rerank)) if v is not None}
     decode["skip_flagged"] = args.refuse_ood  # a flagged image is not decoded at all
@@ -168,4 +169,6 @@ def register(sub) -> None:
                         'for --data a row with an empty report and "refused": "ood"); by default it gets its draft '
                         "and a warning")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--float32", action="store_true",
+                   help="decode in float32 where bfloat16 is native (the default there: cxrgen.precision)")
     p.set_defaults(func=_generate)
