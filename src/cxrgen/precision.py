@@ -1,10 +1,10 @@
 """bfloat16 where the hardware runs it natively, float32 elsewhere.
 
 Autocast to bfloat16 halves the cost of the encoder's convolutions and the decoder's matrix
-products on CUDA GPUs with bf16 and on CPUs with AVX512-BF16 or AMX (docs/benchmarks.md
-measures it); on other CPUs bf16 is emulated and slower than float32, so there everything stays float32.
-Training (`train.precision: auto`), the feature cache and inference all decide here, so a model
-reads images the way it was trained to where it can.
+products on CUDA GPUs with bf16 and on CPUs with AVX512-BF16 or AMX (docs/results.md, "bfloat16
+on the CPU", measures it); on other CPUs bf16 is emulated and slower than float32, so there
+everything stays float32. Training (`train.precision: auto`), the feature cache and inference all
+decide here, so a model reads images the way it was trained to where it can.
 """
 from __future__ import annotations
 

@@ -171,7 +171,6 @@ class TransformerDecoder(nn.Module):
             weights = w.mean(dim=1) if w is not None else weights
         return self.head(self.ln_f(x)), weights
 
-
     def cross_cache(self, memory: torch.Tensor, rows: torch.Tensor) -> Cache:
         """A cache holding each layer's cross-attention keys/values for memory (B, S, C), row `rows[i]` for
         input row i: many sequences on one image project its memory once, not once per sequence."""
