@@ -19,7 +19,7 @@ LAYERS = [
     {"cxrgen.models"},
     {"cxrgen.decoding", "cxrgen.losses", "cxrgen.checkpoint"},
     {"cxrgen.inference", "cxrgen.ood", "cxrgen.retrieval", "cxrgen.evaluate", "cxrgen.simplify", "cxrgen.bank",
-     "cxrgen.sides"},
+     "cxrgen.sides", "cxrgen.extras"},
     {"cxrgen.training", "cxrgen.serve"},
     {"cxrgen.commands"},
     {"cxrgen.cli"},

@@ -81,7 +81,7 @@ def test_generate_help_lists_the_json_fields(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     text = capsys.readouterr().out
-    for field in ("report", "probabilities", "calls", "sides", "unstated", "uncalled", "ood", "attention", "disclaimer"):
+    for field in ("report", "probabilities", "calls", "sides", "extras", "unstated", "uncalled", "ood", "attention", "disclaimer"):
         assert f"\n  {field} " in text, field
     assert "only with --attention" in text
 
@@ -91,7 +91,7 @@ def test_generate_json_has_attention_only_on_request(tiny_model, image, capsys):
 
     assert main(["generate", "--model", str(tiny_model), "--image", str(image), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"report", "probabilities", "calls", "sides", "unstated", "uncalled", "ood", "disclaimer"}
+    assert set(out) == {"report", "probabilities", "calls", "sides", "extras", "unstated", "uncalled", "ood", "disclaimer"}
     assert main(["generate", "--model", str(tiny_model), "--image", str(image), "--json", "--attention"]) == 0
     grid = json.loads(capsys.readouterr().out)["attention"]
     assert len(grid) == len(grid[0]) and max(map(max, grid)) == pytest.approx(1.0, abs=1e-3)

@@ -81,10 +81,10 @@ def test_kill_9_then_resume_equals_uninterrupted_run(manifest, tmp_path, capsys)
     meta = [json.loads((r / "model" / "meta.json").read_text()) for r in (whole, crashed)]
     assert meta[0]["epoch"] == meta[1]["epoch"] and meta[0]["val/cider"] == meta[1]["val/cider"]
     if meta[1]["epoch"] == best_before:  # the best came before the crash: the resumed run never replaced it
-        # (the end of training adds the OOD statistics, the report bank and the side models, which the
+        # (the end of training adds the OOD statistics, the report bank, the side and extra-finding models, which the
         # killed run never reached)
         after = {f.name: f.read_bytes() for f in (crashed / "model").iterdir()
-                 if f.name not in ("ood.safetensors", "bank.json", "sides.safetensors")}
+                 if f.name not in ("ood.safetensors", "bank.json", "sides.safetensors", "extras.safetensors")}
         after["meta.json"] = json.dumps({k: v for k, v in json.loads(after["meta.json"]).items() if k != "ood"})
         before["meta.json"] = json.dumps(json.loads(before["meta.json"]))
         assert after == before

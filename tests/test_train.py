@@ -145,7 +145,7 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--image", str(manifest.parent / "1_f.png"),
                  "--lateral", str(manifest.parent / "1_l.png"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"report", "probabilities", "calls", "sides", "unstated", "uncalled", "ood", "disclaimer"}  # attention with --attention
+    assert set(out) == {"report", "probabilities", "calls", "sides", "extras", "unstated", "uncalled", "ood", "disclaimer"}  # attention with --attention
     assert [v["view"] for v in out["ood"]] == ["frontal", "lateral"]  # no lateral statistics (6 training laterals)
     assert out["ood"][1] == {"view": "lateral", "score": None, "threshold": None, "flag": False}
     assert set(out["calls"]) <= set(out["probabilities"])
@@ -153,7 +153,7 @@ def test_generate_cli_single_image_and_split(run, manifest, tmp_path, capsys):
     assert main(["generate", "--model", str(run / "model"), "--data", f"manifest:{manifest}", "--split", "test",
                  "--output", str(preds), "--beam", "2", "--length-penalty", "2.0"]) == 0
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report", "calls", "sides", "ood"} for r in rows)
+    assert [r["id"] for r in rows] == ["s13", "s14", "s15"] and all(set(r) == {"id", "report", "calls", "sides", "extras", "ood"} for r in rows)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from cxrgen.data.reports import PLACEHOLDER, split_sentences
 from cxrgen.errors import UserError
 from cxrgen.evaluate.nlg import bleu_from_counts, clean
 from cxrgen.io import atomic_write_text
-from cxrgen.labeler import CONDITIONS, label_many
+from cxrgen.labeler import CONDITIONS, extra_findings, label_many, mentions
 
 if TYPE_CHECKING:  # the tokenizer imports torch, which `cxrgen baseline --help` should not wait for
     from cxrgen.data.tokenizer import ReportTokenizer
@@ -130,29 +130,38 @@ class ReportBank:
                      len(sets), len(reports), len(groups) - len(sets))
         return cls(sets, sizes, no_finding, _finding_sentences(reports, keep) if with_sentences else None)
 
-    def plan(self, findings: frozenset[str], fits: Callable[[str], bool] | None = None) -> list[str]:
+    def plan(self, findings: frozenset[str], fits: Callable[[str], bool] | None = None,
+             extras: frozenset[str] = frozenset(), read: frozenset[str] = frozenset()) -> list[str]:
         """Reports that state `findings`: the set's own; where the bank lacks the set, its nearest set's
         reports with, for each finding they miss, the sentences that deny it removed and a typical
-        sentence stating it added. Where such a report does not `fit` (the decoder's positions), its
-        sentences that state none of `findings` go, last first, until it does."""
+        sentence stating it added. Findings outside the 14 (`cxrgen.extras`) likewise: of those the image
+        was `read` for, a sentence that states one not in `extras` (and none of `findings`) goes, and a
+        typical sentence is added for each of `extras` not stated. Where such a report does not `fit`
+        (the decoder's positions), its sentences that state none of `findings` or `extras` go, last
+        first, until it does."""
         near = self.nearest(findings)
         missing = [c for c in CONDITIONS if c in findings - near and c in self.sentences]
-        if not missing:
+        if not missing and not read:
             return self.sets[near]
         out = []
         for report in self.sets[near]:
             sentences = split_sentences(report)
-            labels = label_many(sentences)
-            kept = [(s, finding_set(lab, no_finding=True) & findings) for s, lab in zip(sentences, labels)
-                    if not any(lab[c] == 0 for c in missing)]
-            kept += [(self.sentences[c], {c}) for c in missing]
+            kept = []
+            for sentence, lab in zip(sentences, label_many(sentences)):
+                states = finding_set(lab, no_finding=True) & findings
+                other = extra_findings(sentence) & read
+                if any(lab[c] == 0 for c in missing) or (other - extras and not states):
+                    continue
+                kept.append((sentence, states | (other & extras)))
+            said = frozenset().union(*(states for _, states in kept))
+            kept += [(self.sentences[c], {c}) for c in [*missing, *sorted(extras - said)] if c in self.sentences]
             text = " ".join(s for s, _ in kept)
             while fits is not None and not fits(text) and any(not states for _, states in kept):
                 last = max(i for i, (_, states) in enumerate(kept) if not states)
                 del kept[last]
                 text = " ".join(s for s, _ in kept)
             out.append(text)
-        return out
+        return list(dict.fromkeys(out))  # edits can make two reports one
 
     def nearest(self, findings: frozenset[str]) -> frozenset[str]:
         """`findings` itself when the bank has it, else the set that differs in the fewest observations
@@ -189,17 +198,23 @@ class ReportBank:
 
 def _finding_sentences(reports: Sequence[str], keep: Callable[[str], bool] | None) -> dict[str, str]:
     """Per observation (No Finding aside), the most frequent sentence (by R2Gen-cleaned form; the first
-    spelling kept) that states it, present, and no other observation."""
+    spelling kept) that states it, present, and no other observation; per finding outside the 14
+    (`extra_findings`), the most frequent that states it, present, and nothing else."""
     sentences = [s for r in reports for s in split_sentences(r) if keep is None or keep(s)]
     counts: dict[str, Counter] = defaultdict(Counter)
     spelling: dict[str, str] = {}
     for sentence, lab in zip(sentences, label_many(sentences)):
-        said = finding_set(lab)
+        said, extra = finding_set(lab), extra_findings(sentence)
         if len(said) == 1 and lab[next(iter(said))] == 1:
-            cleaned = clean(sentence)
-            spelling.setdefault(cleaned, sentence)
-            counts[next(iter(said))][cleaned] += 1
-    return {c: spelling[counts[c].most_common(1)[0][0]] for c in CONDITIONS if counts[c]}
+            finding = next(iter(said))
+        elif not said and len(extra) == 1 and all(m.status == 1 for m in mentions(sentence) if m.observation is None):
+            finding = next(iter(extra))
+        else:
+            continue
+        cleaned = clean(sentence)
+        spelling.setdefault(cleaned, sentence)
+        counts[finding][cleaned] += 1
+    return {f: spelling[counts[f].most_common(1)[0][0]] for f in sorted(counts)}
 
 
 def add_bank(model_dir: str | Path, reports: Sequence[str], tokenizer: ReportTokenizer, max_len: int) -> ReportBank | None:

@@ -25,7 +25,8 @@ from cxrgen.data.reports import PLACEHOLDER
 from cxrgen.data.studies import Study
 from cxrgen.bank import ReportBank, finding_set, statable
 from cxrgen.decoding import generate, score_sequences
-from cxrgen.labeler import CONDITIONS, label_many
+from cxrgen.extras import ExtraFindings, study_features
+from cxrgen.labeler import CONDITIONS, extra_findings, label_many
 from cxrgen.models.generator import ReportModel
 from cxrgen.ood import OODStats, pool
 from cxrgen.precision import autocast, bf16_is_fast
@@ -70,7 +71,7 @@ def present(labels) -> frozenset[str]:
 
 def refused(ood: list[dict]) -> dict:
     """The result for a study that is not decoded because a view is flagged as unlike the training images."""
-    return {"report": None, "probabilities": None, "calls": None, "sides": None, "unstated": None, "uncalled": None,
+    return {"report": None, "probabilities": None, "calls": None, "sides": None, "extras": None, "unstated": None, "uncalled": None,
             "attention": None, "ood": ood}
 
 
@@ -79,7 +80,7 @@ class ReportGenerator:
 
     def __init__(self, model: ReportModel, tokenizer, config: Config, device: str | torch.device = "cpu",
                  ood: OODStats | None = None, meta: dict | None = None, bank: ReportBank | None = None,
-                 sides: SideModel | None = None, bf16: bool | None = None):
+                 sides: SideModel | None = None, extras: ExtraFindings | None = None, bf16: bool | None = None):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
@@ -88,15 +89,16 @@ class ReportGenerator:
         self.meta = meta or {}
         self.bank = bank  # None: reranking chooses among the decoder's own beams only
         self.sides = sides  # None: reranking ignores where the findings are
+        self.extras = extras  # None: reranking ignores findings outside the 14
         # the encoder and the decoder under bfloat16 autocast where it is native (None: cxrgen.precision decides)
         self.bf16 = bf16_is_fast(self.device) if bf16 is None else bf16
-        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str]]] = {}
+        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str], frozenset[str]]] = {}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
         model, tokenizer, config, meta = load_checkpoint(directory)
         return cls(model, tokenizer, config, device, OODStats.load(directory, meta), meta, ReportBank.load(directory),
-                   SideModel.load(directory))
+                   SideModel.load(directory), ExtraFindings.load(directory))
 
     @torch.inference_mode()  # not just no_grad: skipping autograd's version counters makes one beam-3 report 1.3x faster
     def generate_batch(self, frontals: list[np.ndarray], laterals: list[np.ndarray | None] | None = None,
@@ -148,9 +150,12 @@ class ReportGenerator:
         sides = (self.sides.predict(side_features(tokens[:, 0].cpu())) if self.sides is not None
                  else [{} for _ in called])
         sides = [{c: side for c, side in where.items() if row[CONDITIONS.index(c)]} for where, row in zip(sides, called)]
+        extras = (self.extras.probabilities(study_features(tokens.cpu())) if self.extras is not None
+                  else [{} for _ in called])
         sequences = out.sequences
         if dc.rerank if rerank is None else rerank:
-            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called, sides)
+            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called, sides,
+                                     [ExtraFindings.calls(p) for p in extras])
         reports = [self.tokenizer.decode(ids) for ids in sequences]
         results = []
         for i, (report, labels) in enumerate(zip(reports, label_many(reports))):
@@ -165,6 +170,7 @@ class ReportGenerator:
                             "probabilities": {c: float(p) for c, p in zip(CONDITIONS, probs[i])},
                             "calls": calls,
                             "sides": sides[i],
+                            "extras": extras[i],
                             "unstated": [c for c in calls if c not in stated],
                             "uncalled": [c for c in CONDITIONS if c in stated and c not in calls],
                             "attention": att})
@@ -177,33 +183,37 @@ class ReportGenerator:
     @bank.setter
     def bank(self, bank: ReportBank | None) -> None:
         self._bank = bank
-        self._plans: dict[frozenset[str], list] = {}  # call set -> its bank candidates: planning labels sentences
+        self._plans: dict[tuple[frozenset[str], frozenset[str]], list] = {}  # (calls, extras) -> bank candidates
 
-    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray,
-                sides: list[dict[str, str]]) -> list[list[int]]:
+    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray, sides: list[dict[str, str]],
+                extras: list[frozenset[str]]) -> list[list[int]]:
         """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`), a
         draft without a de-identification placeholder ("XXXX") before one with; among equals, the one that
         states the calls as present rather than hedged ("possible atelectasis"): a call means present,
         as the classifier learnt it; then the one that puts more called findings on the side that the
-        side models read (`sides`). The decoder's mean log-probability per token breaks ties.
-        Candidates: the decoder's beams, plus, with a bank, its `plan` for the calls (`statable`: No
-        Finding yields to a called pathology). The mean, not beam search's length-penalised score, chose
+        side models read (`sides`); then the one whose findings outside the 14 agree best with those
+        the image is read to show (`extras`, `cxrgen.extras`). The decoder's mean log-probability per
+        token breaks ties. Candidates: the decoder's beams, plus, with a bank, its `plan` for the calls
+        (`statable`: No Finding yields to a called pathology) and the `extras`. The mean, not beam search's length-penalised score, chose
         drafts that hallucinate less on validation data (docs/results.md).
-        Only the candidates tied on the first four keys go through the decoder to be scored."""
+        Only the candidates tied on the first five keys go through the decoder to be scored."""
         room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
         fits = lambda text: len(self._bank_entry(text)[0]) < room
+        read = self.extras.findings if self.extras is not None else frozenset()
         finalists = []
-        for beam, row, where in zip(beams, called, sides):
+        for beam, row, where, shown in zip(beams, called, sides, extras):
             wanted = statable(frozenset(c for c, on in zip(CONDITIONS, row) if on))
             texts = [self.tokenizer.decode(seq) for seq in beam]
-            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab), stated_sides(t))
-                     for seq, t, lab in zip(beam, texts, label_many(texts))]
+            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab), stated_sides(t),
+                      extra_findings(t)) for seq, t, lab in zip(beam, texts, label_many(texts))]
             if self.bank is not None:
-                if wanted not in self._plans:
-                    self._plans[wanted] = [c for c in map(self._bank_entry, self.bank.plan(wanted, fits)) if len(c[0]) < room]
-                cands += [c for c in self._plans[wanted] if all(c[0] != b for b in beam)]
+                if (wanted, shown) not in self._plans:
+                    self._plans[wanted, shown] = [c for c in map(self._bank_entry, self.bank.plan(wanted, fits, shown, read))
+                                                  if len(c[0]) < room]
+                cands += [c for c in self._plans[wanted, shown] if all(c[0] != b for b in beam)]
             keys = [(clean, agreement(said, wanted), agreement(sure, wanted),
-                     sum(placed.get(c) == side for c, side in where.items())) for _, clean, said, sure, placed in cands]
+                     sum(placed.get(c) == side for c, side in where.items()), agreement(other & read, shown))
+                    for _, clean, said, sure, placed, other in cands]
             best = max(keys)
             finalists.append([seq for (seq, *_), k in zip(cands, keys) if k == best])
         rows = [i for i, f in enumerate(finalists) if len(f) > 1 for _ in f]
@@ -216,16 +226,16 @@ class ReportGenerator:
             chosen.append(f[max(range(len(f)), key=score.__getitem__)])
         return chosen
 
-    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str]]:
+    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str], frozenset[str]]:
         """A bank text's token ids (no BOS, EOS), whether it is free of "XXXX", and what the labeler reads
-        in it as the decoder would write it: present or uncertain, present only, and the sides (cached:
-        the bank's texts recur for every study)."""
+        in it as the decoder would write it: present or uncertain, present only, the sides and the findings
+        outside the 14 (cached: the bank's texts recur for every study)."""
         if text not in self._bank_cache:
             ids = self.tokenizer.encode(text)[1:-1]
             written = self.tokenizer.decode(ids)
             labels = label_many([written])[0]
             self._bank_cache[text] = (ids, not PLACEHOLDER.search(written), finding_set(labels, no_finding=True),
-                                      present(labels), stated_sides(written))
+                                      present(labels), stated_sides(written), extra_findings(written))
         return self._bank_cache[text]
 
     def generate(self, frontal: np.ndarray, lateral: np.ndarray | None = None, **kwargs) -> dict:

@@ -286,6 +286,12 @@ def label(text: str) -> dict[str, int | None]:
     return labels
 
 
+def extra_findings(text: str) -> frozenset[str]:
+    """The fine-grained findings outside CheXpert's 14 that a text states as present or uncertain, such as
+    "degenerative changes" or "granuloma"."""
+    return frozenset(m.finding for m in mentions(text) if m.observation is None and m.status != NEGATIVE)
+
+
 def label_many(texts: Iterable[str]) -> list[dict[str, int | None]]:
     """`label` over many reports (None or NaN text counts as empty)."""
     return [label(t if isinstance(t, str) else "") for t in texts]

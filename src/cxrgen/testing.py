@@ -67,12 +67,13 @@ def tiny_overrides(**sections: dict[str, Any]) -> list[str]:
 SERVE_CONFIG = tiny_config(model={"image_size": 128}, decode={"beam_size": 1, "max_len": 20})
 
 _CHECKPOINT_REPORTS = ["The heart is normal in size. No pleural effusion or pneumothorax.",
-                       "Mild cardiomegaly. Small left pleural effusion. The lungs are clear."]
+                       "Mild cardiomegaly. Small left pleural effusion. The lungs are clear.",
+                       "Degenerative changes of the spine."]
 
 
 def make_tiny_checkpoint(directory: Path, **model: Any) -> Path:
     """A randomly initialised SERVE_CONFIG model (`model` fields changed, e.g. another encoder), with
-    a two-report vocabulary, saved through the real checkpoint code (a few MB, seconds on a CPU)."""
+    a three-report vocabulary, saved through the real checkpoint code (a few MB, seconds on a CPU)."""
     import torch
 
     from cxrgen.checkpoint import save_checkpoint

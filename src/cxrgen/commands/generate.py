@@ -20,6 +20,8 @@ JSON_FIELDS = """\
   calls          the conditions the classifier calls present at its tuned thresholds
   sides          {condition: "left" | "right" | "bilateral"}: where the image shows each called
                  condition that the model has a side model for
+  extras         {finding: probability} for the findings outside the 14 that the model reads from
+                 the images (the labeler's terms, e.g. "degenerative changes"); called at 0.5
   unstated       called conditions that the draft does not state (empty when they agree)
   uncalled       conditions the draft states that the classifier does not call (empty when they agree)
   ood            one {view, score, threshold, flag} per view given (frontal first): flag is true when
@@ -29,7 +31,7 @@ JSON_FIELDS = """\
                  where the decoder looked while writing (the last layer's cross-attention, averaged
                  over heads and words, scaled to a maximum of 1)
   disclaimer     the research-draft notice
---data writes one {id, report, calls, sides, ood} line per study."""
+--data writes one {id, report, calls, sides, extras, ood} line per study."""
 
 
 def flagged(ood: list[dict] | None) -> list[dict]:
@@ -91,7 +93,8 @@ def _split(gen, studies, args, decode: dict) -> int:
             if out["report"] is None:  # --refuse-ood: not decoded; `cxrgen eval` scores it as an empty report
                 yield {"id": s.id, "report": "", "refused": "ood", "ood": out["ood"]}
                 continue
-            yield {"id": s.id, "report": out["report"], "calls": out["calls"], "sides": out["sides"], "ood": out["ood"]}
+            yield {"id": s.id, "report": out["report"], "calls": out["calls"], "sides": out["sides"], "extras": out["extras"],
+                   "ood": out["ood"]}
 
     written = write_jsonl(args.output, rows())
     print(f"{written} predictions written to {args.output}"

@@ -91,6 +91,9 @@ class ReportOut(BaseModel):
                                          "(tuned on the validation split), not at 0.5")
     sides: dict[str, str] = Field(description="where the image shows each called finding that the model has a "
                                              "side model for: left, right or bilateral (the patient's sides)")
+    extras: dict[str, float] = Field(description="findings outside the 14 that the model reads from the images "
+                                                "(the labeler's terms, e.g. degenerative changes), each with its "
+                                                "probability; called, and stated by the draft, at 0.5")
     unstated: list[str] = Field(description="called findings that the draft does not state; "
                                             "empty when draft and calls agree")
     uncalled: list[str] = Field(description="findings the draft states (present or uncertain) that the "
@@ -274,7 +277,8 @@ def _compose(s: Services, views: dict[str, np.ndarray], result: Result, read_s: 
     return ReportOut(
         report=out["report"], plain=simple.plain, guard=simple.guard, plain_note=simple.note,
         probabilities={k: float(v) for k, v in out["probabilities"].items()},
-        calls=out.get("calls", []), sides=out.get("sides", {}), unstated=out.get("unstated", []), uncalled=out.get("uncalled", []),
+        calls=out.get("calls", []), sides=out.get("sides", {}), extras=out.get("extras", {}),
+        unstated=out.get("unstated", []), uncalled=out.get("uncalled", []),
         similar_cases=out["similar_cases"],
         heatmap=render.heatmap(attention, size) if attention is not None else None,
         images=Images(frontal=frontal, lateral=lateral),

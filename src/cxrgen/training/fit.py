@@ -38,6 +38,7 @@ from cxrgen.io import atomic_write_text
 from cxrgen.models.generator import ReportModel
 from cxrgen.ood import DEFAULT_QUANTILE, OODStats, pool
 from cxrgen.precision import bf16_is_fast
+from cxrgen.extras import ExtraFindings, study_features
 from cxrgen.sides import SideModel, side_features
 from cxrgen.training.callbacks import MarginEarlyStopping, SaveBest, TrainThroughput
 from cxrgen.training.datamodule import ReportDataModule
@@ -158,17 +159,22 @@ def _fit_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) 
     return calibrate(model, train, val, DEFAULT_QUANTILE, device=device)
 
 
-def add_sides(model_dir: Path, dm: ReportDataModule, reports: dict[str, str]) -> None:
-    """Side models (`cxrgen.sides`) from the saved model's frontal tokens of the training studies, read
-    from the feature cache; frozen mode only (in finetune mode drafts are chosen without sides)."""
+def add_finding_readers(model_dir: Path, dm: ReportDataModule, reports: dict[str, str]) -> None:
+    """Side models (`cxrgen.sides`) and models of findings outside the 14 (`cxrgen.extras`) from the saved
+    model's tokens of the training studies, read from the feature cache; frozen mode only (in finetune
+    mode drafts are chosen without them)."""
     if dm.features_path is None:
-        _logger.info("no side models in finetune mode: drafts are chosen without the findings' sides")
+        _logger.info("no side models in finetune mode: drafts are chosen without the findings' sides or the findings outside the 14")
         return
     model = load_checkpoint(model_dir)[0]
-    x = torch.cat([side_features(tokens[:, 0]) for tokens in dm.cached_tokens(model, "train")])
-    sides = SideModel.fit(x, [reports[s] for s in dm.datasets["train"].ids])
+    side_x, study_x = zip(*((side_features(t[:, 0]), study_features(t)) for t in dm.cached_tokens(model, "train")))
+    texts = [reports[s] for s in dm.datasets["train"].ids]
+    sides = SideModel.fit(torch.cat(side_x), texts)
     if sides.weights:  # none when too few training reports give a side: drafts are then chosen without sides
         sides.save(model_dir)
+    extras = ExtraFindings.fit(torch.cat(study_x), texts)
+    if extras.weights:
+        extras.save(model_dir)
 
 
 @contextmanager
@@ -254,7 +260,7 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
                 save_checkpoint(output / "model", model, tokenizer, config, meta)
             add_ood_stats(output / "model", dm, trainer.strategy.root_device)
             add_bank(output / "model", [target_text(s) for s in splits["train"]], tokenizer, config.model.max_len)
-            add_sides(output / "model", dm, {s.id: target_text(s) for s in splits["train"]})
+            add_finding_readers(output / "model", dm, {s.id: target_text(s) for s in splits["train"]})
             merge_csv_log(metrics_csv)
             if metrics_csv.exists():
                 plot_loss_curve(metrics_csv, output / "loss_curve.png")

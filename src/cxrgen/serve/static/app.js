@@ -78,14 +78,16 @@ function el(tag, attrs = {}, text = "") {
 
 // Horizontal bar chart of the 14 probabilities, in plain SVG.
 // A called finding's side, where the model reads one, follows its name: "Pleural Effusion (right)".
-function drawChart(probabilities, calls, sides) {
-  const entries = Object.entries(probabilities);
+// Below the 14, the findings outside them that the model reads (called at 0.5), in the labeler's terms.
+function drawChart(probabilities, calls, sides, extras) {
+  const called = [...calls, ...Object.keys(extras).filter((name) => extras[name] >= 0.5)];
+  const entries = [...Object.entries(probabilities), ...Object.entries(extras)];
   const row = 24, labelW = 215, barW = 260, width = labelW + barW + 50;
   const svg = el("svg:svg", { viewBox: `0 0 ${width} ${entries.length * row + 22}`, role: "img",
     "aria-label": "finding probabilities" });
   entries.forEach(([name, p], i) => {
     const y = i * row;
-    const g = el("svg:g", { class: calls.includes(name) ? "bar high" : "bar" });
+    const g = el("svg:g", { class: called.includes(name) ? "bar high" : "bar" });
     const label = sides[name] ? `${name} (${sides[name]})` : name;
     g.append(el("svg:text", { x: labelW - 8, y: y + 16, "text-anchor": "end", class: "label" }, label));
     g.append(el("svg:rect", { x: labelW, y: y + 4, width: barW, height: row - 8, class: "track", rx: 3 }));
@@ -156,7 +158,7 @@ function show(data) {
   $("plain-note").textContent = data.plain_note;
   drawGuard(data.guard || {});
   drawAgreement(data);
-  drawChart(data.probabilities, data.calls, data.sides || {});
+  drawChart(data.probabilities, data.calls, data.sides || {}, data.extras || {});
   drawSimilar(data.similar_cases);
   drawOod(data.ood);
   const t = data.timing;
