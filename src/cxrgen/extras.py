@@ -23,11 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save
 
-from cxrgen.io import atomic_open
 from cxrgen.labeler import extra_findings
-from cxrgen.sides import side_features
+from cxrgen.sides import load_linear, save_linear, side_features
 
 _logger = logging.getLogger(__name__)
 
@@ -81,17 +79,10 @@ class ExtraFindings:
         return frozenset(f for f, p in probabilities.items() if p >= 0.5)
 
     def save(self, model_dir: str | Path) -> None:
-        tensors = {f"{finding}.{part}": np.ascontiguousarray(t) for finding, wb in self.weights.items()
-                   for part, t in zip(("weight", "bias"), wb)}
-        with atomic_open(Path(model_dir) / FILE, "wb") as f:
-            f.write(save(tensors))
+        save_linear(Path(model_dir) / FILE, self.weights)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> ExtraFindings | None:
         """The folder's models, or None when it has none (a checkpoint from before them)."""
-        path = Path(model_dir) / FILE
-        if not path.is_file():
-            return None
-        tensors = load_file(str(path))
-        names = sorted({k.rsplit(".", 1)[0] for k in tensors})
-        return cls({n: (tensors[f"{n}.weight"], tensors[f"{n}.bias"]) for n in names})
+        weights = load_linear(Path(model_dir) / FILE)
+        return None if weights is None else cls(weights)

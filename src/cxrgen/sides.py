@@ -92,17 +92,25 @@ class SideModel:
         return out
 
     def save(self, model_dir: str | Path) -> None:
-        tensors = {f"{obs}.{part}": np.ascontiguousarray(t) for obs, wb in self.weights.items()
-                   for part, t in zip(("weight", "bias"), wb)}
-        with atomic_open(Path(model_dir) / FILE, "wb") as f:
-            f.write(save(tensors))
+        save_linear(Path(model_dir) / FILE, self.weights)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> SideModel | None:
         """The folder's side models, or None when it has none (a checkpoint from before them)."""
-        path = Path(model_dir) / FILE
-        if not path.is_file():
-            return None
-        tensors = load_file(str(path))
-        return cls({obs: (tensors[f"{obs}.weight"], tensors[f"{obs}.bias"])
-                    for obs in CONDITIONS if f"{obs}.weight" in tensors})
+        weights = load_linear(Path(model_dir) / FILE)
+        return None if weights is None else cls(weights)
+
+
+def save_linear(path: Path, weights: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """name -> (weight, bias) into one safetensors file (`name.weight`, `name.bias`)."""
+    tensors = {f"{name}.{part}": np.ascontiguousarray(t) for name, wb in weights.items() for part, t in zip(("weight", "bias"), wb)}
+    with atomic_open(path, "wb") as f:
+        f.write(save(tensors))
+
+
+def load_linear(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """What `save_linear` wrote, or None when there is no such file."""
+    if not path.is_file():
+        return None
+    tensors = load_file(str(path))
+    return {name: (tensors[f"{name}.weight"], tensors[f"{name}.bias"]) for name in sorted({k.rsplit(".", 1)[0] for k in tensors})}
