@@ -1,5 +1,6 @@
 """Findings outside CheXpert's 14: read from the images, planned into the bank's reports, and stated by reranking."""
 import numpy as np
+import pytest
 import torch
 
 from cxrgen.bank import ReportBank
@@ -91,3 +92,26 @@ def test_reranking_states_the_findings_outside_the_14_that_the_image_shows(gener
         out = gen.generate(image, rerank=True)
         assert out["report"] == expected and scored == []
         assert out["extras"] == {SPINE: p}
+
+
+def test_generate_reads_the_models_folder_and_no_extras_turns_them_off(tiny_model, tmp_path, capsys):
+    import json
+    import shutil
+
+    from cxrgen.cli import main
+    from cxrgen.inference import ReportGenerator, views_to_tensor
+    from cxrgen.testing import png
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    gen = ReportGenerator.from_pretrained(model)
+    assert gen.extras is None
+    image = np.full((64, 64), 128, np.uint8)
+    with torch.no_grad():
+        tokens = gen.model.encode_views(*views_to_tensor([image], [None], gen.config.model.image_size))
+    width = study_features(tokens).shape[1]
+    ExtraFindings({SPINE: (np.zeros(width, np.float32), np.array([3.0], np.float32))}).save(model)
+    path = tmp_path / "f.png"
+    path.write_bytes(png(value=128))
+    for flag, expected in (([], {SPINE: pytest.approx(0.9526, abs=1e-4)}), (["--no-extras"], {})):
+        assert main(["generate", "--model", str(model), "--image", str(path), "--json", *flag]) == 0
+        assert json.loads(capsys.readouterr().out)["extras"] == expected

@@ -138,6 +138,8 @@ def _generate(args) -> int:
         torch.set_num_threads(1)
     gen = ReportGenerator.from_pretrained(args.model, device=args.device)
     gen.bf16 = gen.bf16 and not args.float32
+    if not args.extras:
+        gen.extras = None
     decode = {k: v for k, v in (("beam_size", args.beam), ("max_len", args.max_len),
                                 ("length_penalty", args.length_penalty), ("rerank", args.rerank)) if v is not None}
     decode["skip_flagged"] = args.refuse_ood  # a flagged image is not decoded at all
@@ -167,6 +169,9 @@ def register(sub) -> None:
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the candidate (the beams, plus the model's report bank for the called findings) whose "
                         "findings agree best with the classifier's calls (default from the model's config)")
+    p.add_argument("--extras", action=argparse.BooleanOptionalAction, default=True,
+                   help="with reranking, prefer the draft that states the findings outside the 14 that the model reads "
+                        "(degenerative changes, granuloma, ...; default on where the model has them)")
     p.add_argument("--refuse-ood", action="store_true",
                    help="write no draft for an image unlike the model's training images (exit 2 for --image; "
                         'for --data a row with an empty report and "refused": "ood"); by default it gets its draft '
