@@ -39,18 +39,6 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def scoring_passes(monkeypatch) -> list[int]:
-    """The number of sequences in each decoder scoring pass that reranking makes (appended as they run)."""
-    import cxrgen.inference
-
-    passes: list[int] = []
-    score_sequences = cxrgen.inference.score_sequences
-    monkeypatch.setattr(cxrgen.inference, "score_sequences", lambda dec, mem, seqs, *a, **kw: passes.append(len(seqs)) or
-                        score_sequences(dec, mem, seqs, *a, **kw))
-    return passes
-
-
-@pytest.fixture
 def generator_calling(tmp_path):
     """`make(condition)`: a random tiny ReportGenerator whose classifier calls `condition` alone, for any image."""
     import torch

@@ -76,21 +76,19 @@ class _Reading:
         return [{SPINE: self.p} for _ in features]
 
 
-def test_reranking_states_the_findings_outside_the_14_that_the_image_shows(generator_calling, scoring_passes):
-    scored = scoring_passes
+def test_reranking_states_the_findings_outside_the_14_that_the_image_shows(generator_calling):
     gen = generator_calling("Cardiomegaly")
     spine = "Mild cardiomegaly. Degenerative changes of the spine."
     reports = [spine, spine, "Mild cardiomegaly."]
     gen.bank = ReportBank.build(reports, label_many(reports), no_finding=True, with_sentences=True)
     image = np.full((64, 64), 128, np.uint8)
-    assert gen.generate(image, rerank=True)["extras"] == {}
-    assert scored == [2]  # without the models the two bank reports tie, and the decoder chooses
-    for p, expected in ((0.9, spine), (0.1, "Mild cardiomegaly.")):
+    out = gen.generate(image, rerank=True)
+    assert out["extras"] == {} and out["report"] == spine  # without the models the two tie: the typical one
+    for p, expected in ((0.1, "Mild cardiomegaly."), (0.9, spine)):
         gen.extras = _Reading(p)
         gen.bank = gen.bank  # new readers: plan afresh
-        scored.clear()
         out = gen.generate(image, rerank=True)
-        assert out["report"] == expected and scored == []
+        assert out["report"] == expected
         assert out["extras"] == {SPINE: p}
 
 

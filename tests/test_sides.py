@@ -55,12 +55,11 @@ class _Left:
         return [{c: "left" for c in CONDITIONS} for _ in features]
 
 
-def test_reranking_puts_a_called_finding_on_the_side_the_side_model_reads(generator_calling, scoring_passes):
-    """Both bank reports state the effusion; the side decides, so the decoder scores neither."""
+def test_reranking_puts_a_called_finding_on_the_side_the_side_model_reads(generator_calling):
+    """Both bank reports state the effusion; the side decides over the more typical wording."""
     from cxrgen.bank import ReportBank
     from cxrgen.labeler import label_many
 
-    scored = scoring_passes
     gen = generator_calling("Pleural Effusion")
     assert gen.sides is None
     unsided, left = "Small pleural effusion.", "Small left pleural effusion."
@@ -68,10 +67,9 @@ def test_reranking_puts_a_called_finding_on_the_side_the_side_model_reads(genera
     gen.bank = ReportBank.build(reports, label_many(reports), no_finding=True)
     assert gen.bank.sets[frozenset({"Pleural Effusion"})][0] == unsided  # the more typical wording
     image = np.full((64, 64), 128, np.uint8)
-    assert gen.generate(image, rerank=True)["sides"] == {}
-    assert scored == [2]  # without side models the two tie, and the decoder chooses
-    gen.sides = _Left()
-    scored.clear()
     out = gen.generate(image, rerank=True)
-    assert out["report"] == left and scored == []
+    assert out["sides"] == {} and out["report"] == unsided  # without side models the two tie: the typical one
+    gen.sides = _Left()
+    out = gen.generate(image, rerank=True)
+    assert out["report"] == left
     assert out["sides"] == {"Pleural Effusion": "left"}  # called findings only

@@ -161,27 +161,6 @@ def beam_search(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id
                             candidates)
 
 
-@torch.no_grad()
-def score_sequences(decoder: TransformerDecoder, memory: Memory, sequences: list[list[int]], bos_id: int, eos_id: int,
-                    length_penalty: float = 1.0, rows: list[int] | None = None) -> torch.Tensor:
-    """Length-normalised log-probability, as beam search ranks it, of given token sequences (without BOS and
-    EOS), their EOS included: `memory` row `rows[i]` (default i) scores `sequences[i]`. One teacher-forced
-    pass for all rows; each memory row's cross-attention keys/values are projected once."""
-    device = memory.tokens.device
-    rows = torch.tensor(range(len(sequences)) if rows is None else rows, dtype=torch.long, device=device)
-    lengths = torch.tensor([len(s) + 1 for s in sequences], device=device)  # + EOS
-    ids = torch.full((len(sequences), int(lengths.max()) + 1), eos_id, dtype=torch.long, device=device)
-    ids[:, 0] = bos_id
-    for i, s in enumerate(sequences):
-        ids[i, 1:len(s) + 1] = torch.tensor(s, dtype=torch.long)
-    condition = None if memory.condition is None else memory.condition.index_select(0, rows)
-    logits = decoder(decoder.embed(ids[:, :-1]), memory.tokens, memory.mask.index_select(0, rows),
-                     decoder.cross_cache(memory.tokens, rows), condition=condition)[0]
-    logp = logits.float().log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(-1)  # (R, L)
-    real = torch.arange(logp.shape[1], device=device)[None, :] < lengths[:, None]  # EOS padding after the end
-    return (logp * real).sum(1) / lengths.float() ** length_penalty
-
-
 def generate(decoder: TransformerDecoder, memory: Memory, bos_id: int, eos_id: int, beam_size: int = 3,
              max_len: int = 100, length_penalty: float = 1.0, no_repeat_ngram: int = 3,
              return_attention: bool = False, allowed: Allowed | None = None) -> GenerationOutput:

@@ -24,7 +24,7 @@ from cxrgen.data.images import ImageError, load_image, resize
 from cxrgen.data.reports import PLACEHOLDER
 from cxrgen.data.studies import Study
 from cxrgen.bank import ReportBank, finding_set, statable
-from cxrgen.decoding import generate, score_sequences
+from cxrgen.decoding import generate
 from cxrgen.extras import ExtraFindings, study_features
 from cxrgen.labeler import CONDITIONS, extra_findings, label_many
 from cxrgen.models.generator import ReportModel
@@ -154,7 +154,7 @@ class ReportGenerator:
                   else [{} for _ in called])
         sequences = out.sequences
         if dc.rerank if rerank is None else rerank:
-            sequences = self._rerank(memory, out.candidates or [[seq] for seq in sequences], called, sides,
+            sequences = self._rerank(out.candidates or [[seq] for seq in sequences], called, sides,
                                      [ExtraFindings.calls(p) for p in extras])
         reports = [self.tokenizer.decode(ids) for ids in sequences]
         results = []
@@ -185,45 +185,37 @@ class ReportGenerator:
         self._bank = bank
         self._plans: dict[tuple[frozenset[str], frozenset[str]], list] = {}  # (calls, extras) -> bank candidates
 
-    def _rerank(self, memory, beams: list[list[list[int]]], called: np.ndarray, sides: list[dict[str, str]],
+    def _rerank(self, beams: list[list[list[int]]], called: np.ndarray, sides: list[dict[str, str]],
                 extras: list[frozenset[str]]) -> list[list[int]]:
         """Per study, the candidate whose findings agree best with the classifier's calls (`agreement`), a
         draft without a de-identification placeholder ("XXXX") before one with; among equals, the one that
         states the calls as present rather than hedged ("possible atelectasis"): a call means present,
         as the classifier learnt it; then the one that puts more called findings on the side that the
         side models read (`sides`); then the one whose findings outside the 14 agree best with those
-        the image is read to show (`extras`, `cxrgen.extras`). The decoder's mean log-probability per
-        token breaks ties. Candidates: the decoder's beams, plus, with a bank, its `plan` for the calls
-        (`statable`: No Finding yields to a called pathology) and the `extras`. The mean, not beam search's length-penalised score, chose
-        drafts that hallucinate less on validation data (docs/results.md).
-        Only the candidates tied on the first five keys go through the decoder to be scored."""
+        the image is read to show (`extras`, `cxrgen.extras`). Candidates: with a bank, its `plan` for the
+        calls (`statable`: No Finding yields to a called pathology) and the `extras`, most typical first,
+        then the decoder's beams, best first; the first of the equals wins. So the bank's most typical
+        wording breaks ties: it matched the references' wording better on validation data than the
+        decoder's own preference among the tied reports (docs/results.md)."""
         room = self.model.decoder.cfg.max_len - 1  # positions for the report and its EOS
         fits = lambda text: len(self._bank_entry(text)[0]) < room
         read = self.extras.findings if self.extras is not None else frozenset()
-        finalists = []
+        chosen = []
         for beam, row, where, shown in zip(beams, called, sides, extras):
             wanted = statable(frozenset(c for c, on in zip(CONDITIONS, row) if on))
-            texts = [self.tokenizer.decode(seq) for seq in beam]
-            cands = [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab), stated_sides(t),
-                      extra_findings(t)) for seq, t, lab in zip(beam, texts, label_many(texts))]
+            cands = []
             if self.bank is not None:
                 if (wanted, shown) not in self._plans:
                     self._plans[wanted, shown] = [c for c in map(self._bank_entry, self.bank.plan(wanted, fits, shown, read))
                                                   if len(c[0]) < room]
-                cands += [c for c in self._plans[wanted, shown] if all(c[0] != b for b in beam)]
+                cands = list(self._plans[wanted, shown])
+            texts = [self.tokenizer.decode(seq) for seq in beam]
+            cands += [(seq, not PLACEHOLDER.search(t), finding_set(lab, no_finding=True), present(lab), stated_sides(t),
+                       extra_findings(t)) for seq, t, lab in zip(beam, texts, label_many(texts))]
             keys = [(clean, agreement(said, wanted), agreement(sure, wanted),
                      sum(placed.get(c) == side for c, side in where.items()), agreement(other & read, shown))
                     for _, clean, said, sure, placed, other in cands]
-            best = max(keys)
-            finalists.append([seq for (seq, *_), k in zip(cands, keys) if k == best])
-        rows = [i for i, f in enumerate(finalists) if len(f) > 1 for _ in f]
-        with autocast(self.device, self.bf16):
-            scores = iter(score_sequences(self.model.decoder, memory, [seq for f in finalists if len(f) > 1 for seq in f],
-                                          self.tokenizer.bos_id, self.tokenizer.eos_id, rows=rows).tolist() if rows else [])
-        chosen = []
-        for f in finalists:
-            score = [next(scores) for _ in f] if len(f) > 1 else [0.0]
-            chosen.append(f[max(range(len(f)), key=score.__getitem__)])
+            chosen.append(cands[max(range(len(cands)), key=keys.__getitem__)][0])  # max: the first of the equals
         return chosen
 
     def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str], frozenset[str]]:

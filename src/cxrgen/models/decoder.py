@@ -147,7 +147,7 @@ class TransformerDecoder(nn.Module):
 
         `condition` (B, C), if given, is added to every input position (a global conditioning vector).
 
-        With `cache` (a list, empty on the first call, or `cross_cache`'s) the embeddings are the *new*
+        With `cache` (a list, empty on the first call) the embeddings are the *new*
         positions only, and past keys/values are reused. `need_weights` also returns the last layer's
         cross-attention averaged over heads, (B, T, S).
         """
@@ -170,12 +170,6 @@ class TransformerDecoder(nn.Module):
             x, w = block(x, memory, memory_mask, cache[i] if cache is not None else None, need_weights and last)
             weights = w.mean(dim=1) if w is not None else weights
         return self.head(self.ln_f(x)), weights
-
-    def cross_cache(self, memory: torch.Tensor, rows: torch.Tensor) -> Cache:
-        """A cache holding each layer's cross-attention keys/values for memory (B, S, C), row `rows[i]` for
-        input row i: many sequences on one image project its memory once, not once per sequence."""
-        return [dict(zip(("cross_k", "cross_v"), (t.index_select(0, rows) for t in block.cross_attn.keys_values(memory))))
-                for block in self.blocks]
 
 
 def reorder_cache(cache: Cache, index: torch.Tensor) -> None:
