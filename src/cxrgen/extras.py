@@ -74,6 +74,19 @@ class ExtraFindings:
                 row[finding] = value
         return out
 
+    def auroc(self, features: torch.Tensor, reports: Sequence[str]) -> dict[str, tuple[float, int]]:
+        """finding -> (AUROC, positives) on held-out studies, for the findings they state and do not all state."""
+        from sklearn.metrics import roc_auc_score
+
+        stated = [extra_findings(r) for r in reports]
+        probs = self.probabilities(features)
+        out = {}
+        for finding in self.weights:
+            truth = [finding in s for s in stated]
+            if 0 < sum(truth) < len(truth):
+                out[finding] = (float(roc_auc_score(truth, [p[finding] for p in probs])), sum(truth))
+        return out
+
     @staticmethod
     def calls(probabilities: dict[str, float]) -> frozenset[str]:
         return frozenset(f for f, p in probabilities.items() if p >= 0.5)

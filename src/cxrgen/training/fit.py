@@ -161,8 +161,9 @@ def _fit_ood_stats(model_dir: Path, dm: ReportDataModule, device: torch.device) 
 
 def add_finding_readers(model_dir: Path, dm: ReportDataModule, reports: dict[str, str]) -> None:
     """Side models (`cxrgen.sides`) and models of findings outside the 14 (`cxrgen.extras`) from the saved
-    model's tokens of the training studies, read from the feature cache; frozen mode only (in finetune
-    mode drafts are chosen without them)."""
+    model's tokens of the training studies, read from the feature cache, and the latter's validation
+    AUROC logged; frozen mode only (in finetune mode drafts are chosen without them). `reports`: the
+    training and validation studies' reports by study id."""
     if dm.features_path is None:
         _logger.info("no side models in finetune mode: drafts are chosen without the findings' sides or the findings outside the 14")
         return
@@ -175,6 +176,10 @@ def add_finding_readers(model_dir: Path, dm: ReportDataModule, reports: dict[str
     extras = ExtraFindings.fit(torch.cat(study_x), texts)
     if extras.weights:
         extras.save(model_dir)
+        val = torch.cat([study_features(t) for t in dm.cached_tokens(model, "val")])
+        scores = extras.auroc(val, [reports[s] for s in dm.datasets["val"].ids])
+        _logger.info("findings outside the 14, validation AUROC (positives): %s",
+                     ", ".join(f"{f} {a:.2f} ({n})" for f, (a, n) in scores.items()) or "no validation positives")
 
 
 @contextmanager
@@ -260,7 +265,7 @@ def fit(config: Config, studies: list[Study], output: str | Path, *, cache_dir: 
                 save_checkpoint(output / "model", model, tokenizer, config, meta)
             add_ood_stats(output / "model", dm, trainer.strategy.root_device)
             add_bank(output / "model", [target_text(s) for s in splits["train"]], tokenizer, config.model.max_len)
-            add_finding_readers(output / "model", dm, {s.id: target_text(s) for s in splits["train"]})
+            add_finding_readers(output / "model", dm, {s.id: target_text(s) for split in ("train", "val") for s in splits[split]})
             merge_csv_log(metrics_csv)
             if metrics_csv.exists():
                 plot_loss_curve(metrics_csv, output / "loss_curve.png")
