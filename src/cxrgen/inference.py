@@ -106,12 +106,15 @@ class ReportGenerator:
                        length_penalty: float | None = None, rerank: bool | None = None,
                        return_attention: bool = True, skip_flagged: bool = False) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
-        "sides": {condition: side}, "unstated": [...], "uncalled": [...], "attention": (h, w) array or None,
+        "sides": {condition: side}, "extras": {finding: p}, "unstated": [...], "uncalled": [...],
+        "attention": (h, w) array or None,
         "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
 
         `calls` are the conditions the classifier calls present at its tuned thresholds (what the
         decoder's label states say); `sides`, for the called findings that have a side model
-        (`cxrgen.sides`), the side the image shows them on ("left", "right", "bilateral"). Where draft
+        (`cxrgen.sides`), the side the image shows them on ("left", "right", "bilateral"); `extras`, the
+        probability of each finding outside the 14 that the model reads (`cxrgen.extras`; called at 0.5,
+        empty without those models). Where draft
         and calls disagree, `unstated` lists the called findings that the draft does not state,
         `uncalled` the findings the draft states (present or uncertain, by the labeler) that the
         classifier does not call; No Finding counts as one of the 14 in both.
