@@ -71,8 +71,8 @@ def present(labels) -> frozenset[str]:
 
 def refused(ood: list[dict]) -> dict:
     """The result for a study that is not decoded because a view is flagged as unlike the training images."""
-    return {"report": None, "probabilities": None, "calls": None, "sides": None, "extras": None, "unstated": None, "uncalled": None,
-            "attention": None, "ood": ood}
+    return {"report": None, "probabilities": None, "calls": None, "sides": None, "extras": None, "unstated": None,
+            "uncalled": None, "attention": None, "ood": ood}
 
 
 class ReportGenerator:
@@ -92,7 +92,7 @@ class ReportGenerator:
         self.extras = extras  # None: reranking ignores findings outside the 14
         # the encoder and the decoder under bfloat16 autocast where it is native (None: cxrgen.precision decides)
         self.bf16 = bf16_is_fast(self.device) if bf16 is None else bf16
-        self._bank_cache: dict[str, tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str], frozenset[str]]] = {}
+        self._bank_cache: dict[str, tuple] = {}  # bank text -> `_bank_entry`
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ReportGenerator:
@@ -107,17 +107,15 @@ class ReportGenerator:
                        return_attention: bool = True, skip_flagged: bool = False) -> list[dict]:
         """One dict per study: {"report", "probabilities": {condition: p}, "calls": [condition, ...],
         "sides": {condition: side}, "extras": {finding: p}, "unstated": [...], "uncalled": [...],
-        "attention": (h, w) array or None,
-        "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
+        "attention": (h, w) array or None, "ood": [{"view", "score", "threshold", "flag"}, ...] or None}.
 
         `calls` are the conditions the classifier calls present at its tuned thresholds (what the
         decoder's label states say); `sides`, for the called findings that have a side model
         (`cxrgen.sides`), the side the image shows them on ("left", "right", "bilateral"); `extras`, the
         probability of each finding outside the 14 that the model reads (`cxrgen.extras`; called at 0.5,
-        empty without those models). Where draft
-        and calls disagree, `unstated` lists the called findings that the draft does not state,
-        `uncalled` the findings the draft states (present or uncertain, by the labeler) that the
-        classifier does not call; No Finding counts as one of the 14 in both.
+        empty without those models). Where draft and calls disagree, `unstated` lists the called findings
+        that the draft does not state, `uncalled` the findings the draft states (present or uncertain, by
+        the labeler) that the classifier does not call; No Finding counts as one of the 14 in both.
         The attention map is the last decoder layer's cross-attention over the frontal view's patches,
         averaged over heads and generated tokens, scaled to max 1. `ood` has one verdict per view given
         (frontal first), None when the checkpoint has no training statistics. With
@@ -221,7 +219,7 @@ class ReportGenerator:
             chosen.append(cands[max(range(len(cands)), key=keys.__getitem__)][0])  # max: the first of the equals
         return chosen
 
-    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset[str], frozenset[str], dict[str, str], frozenset[str]]:
+    def _bank_entry(self, text: str) -> tuple[list[int], bool, frozenset, frozenset, dict[str, str], frozenset]:
         """A bank text's token ids (no BOS, EOS), whether it is free of "XXXX", and what the labeler reads
         in it as the decoder would write it: present or uncertain, present only, the sides and the findings
         outside the 14 (cached: the bank's texts recur for every study)."""
