@@ -113,3 +113,11 @@ def test_generate_reads_the_models_folder_and_no_extras_turns_them_off(tiny_mode
     for flag, expected in (([], {SPINE: pytest.approx(0.9526, abs=1e-4)}), (["--no-extras"], {})):
         assert main(["generate", "--model", str(model), "--image", str(path), "--json", *flag]) == 0
         assert json.loads(capsys.readouterr().out)["extras"] == expected
+
+
+def test_where_the_classifier_calls_nothing_the_likeliest_finding_outside_the_14_is_called():
+    probabilities = {SPINE: 0.3, GRANULOMA: 0.2}
+    assert ExtraFindings.calls(probabilities) == frozenset()
+    assert ExtraFindings.calls(probabilities, abnormal=True) == {SPINE}
+    assert ExtraFindings.calls({SPINE: 0.3, GRANULOMA: 0.7}, abnormal=True) == {GRANULOMA}  # a call at 0.5 stands alone
+    assert ExtraFindings.calls({}, abnormal=True) == frozenset()

@@ -8,8 +8,11 @@ invents others. Here, per such finding that at least `MIN_EXAMPLES` training rep
 or uncertain), a logistic regression reads `study_features`: the frontal view's tokens pooled over
 its left and right halves (as for sides) and the lateral view's pooled over the whole image (the
 spine and the retrosternal space show there). A finding is called when its probability reaches
-one half. Reranking (`cxrgen.inference`) then prefers the draft that states the called ones and no
-others, and the report bank (`cxrgen.bank.ReportBank.plan`) offers drafts edited to do so.
+one half; where the classifier calls none of the 14, not even No Finding, the likeliest one is
+called (the labels withhold No Finding for a finding outside the 14, so that is what the
+classifier then reads). Reranking (`cxrgen.inference`) then prefers the draft that states the
+called ones and no others, and the report bank (`cxrgen.bank.ReportBank.plan`) offers drafts
+edited to do so.
 
 Any dataset with reports works: the findings come from the labeler, not from the layout. Saved in
 the checkpoint folder as `extras.safetensors` (weights and bias per finding).
@@ -88,8 +91,11 @@ class ExtraFindings:
         return out
 
     @staticmethod
-    def calls(probabilities: dict[str, float]) -> frozenset[str]:
-        return frozenset(f for f, p in probabilities.items() if p >= 0.5)
+    def calls(probabilities: dict[str, float], abnormal: bool = False) -> frozenset[str]:
+        """The findings at probability 0.5 or more; with `abnormal` (the classifier calls none of the 14,
+        not even No Finding, so it reads something outside them), at least the likeliest one."""
+        called = frozenset(f for f, p in probabilities.items() if p >= 0.5)
+        return called or frozenset([max(probabilities, key=probabilities.get)] if abnormal and probabilities else [])
 
     def save(self, model_dir: str | Path) -> None:
         save_linear(Path(model_dir) / FILE, self.weights)

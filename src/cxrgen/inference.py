@@ -156,7 +156,7 @@ class ReportGenerator:
         sequences = out.sequences
         if dc.rerank if rerank is None else rerank:
             sequences = self._rerank(out.candidates or [[seq] for seq in sequences], called, sides,
-                                     [ExtraFindings.calls(p) for p in extras])
+                                     [ExtraFindings.calls(p, abnormal=not row.any()) for p, row in zip(extras, called)])
         reports = [self.tokenizer.decode(ids) for ids in sequences]
         results = []
         for i, (report, labels) in enumerate(zip(reports, label_many(reports))):
