@@ -93,7 +93,8 @@ class ReportOut(BaseModel):
                                              "side model for: left, right or bilateral (the patient's sides)")
     extras: dict[str, float] = Field(description="findings outside the 14 that the model reads from the images "
                                                 "(the labeler's terms, e.g. degenerative changes), each with its "
-                                                "probability; called, and stated by the draft, at 0.5")
+                                                "probability; called, and stated by the draft, at 0.5, or the likeliest "
+                                                "one where none of the 14 is called")
     unstated: list[str] = Field(description="called findings that the draft does not state; "
                                             "empty when draft and calls agree")
     uncalled: list[str] = Field(description="findings the draft states (present or uncertain) that the "
