@@ -9,6 +9,7 @@ from PIL import Image
 
 from cxrgen.cli import main
 from cxrgen.config import load_config
+from cxrgen.evaluate.truth import stated
 from cxrgen.retrieval import recall_at_k
 from cxrgen.testing import tiny_config, tiny_overrides
 
@@ -124,14 +125,19 @@ def test_train_config_loss_section_adds_directional_and_scst(trained, dataset, t
 @pytest.mark.slow
 def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tmp_path, capsys):
     """`cxrgen experiment`: generator = a config file plus inline changes; CE, CE + L_dir and retrieval
-    over one seed give a summary row each, and a second call reuses the finished runs."""
+    over one seed give a summary row each, and a second call reuses the finished runs. Read as a
+    phantom set (truth.json beside the test images), the summary also holds omission and hallucination."""
     root, _ = dataset
+    ann = json.loads((root / "annotation.json").read_text())
+    for study in ann["test"]:  # the truth says each test image shows what its report states
+        drawn = [{"kind": kind, "laterality": min(sides, default=None)} for kind, sides in stated(study["report"]).items()]
+        (root / "images" / study["id"] / "truth.json").write_text(json.dumps({"id": study["id"], "findings": drawn}))
     base = tmp_path / "tiny.yaml"
     base.write_text(yaml.safe_dump(tiny_config(train={"epochs": 3, "batch_size": 4, "min_token_freq": 1,
                                                       "val_decode_limit": 4},
                                                decode={"beam_size": 1, "max_len": 24}), sort_keys=False))
     exp = tmp_path / "exp.yaml"
-    exp.write_text(f"data: r2gen:{root}\noutput: {tmp_path / 'out'}\nseeds: [0]\nbootstrap: 20\nclip: {{dir: {trained}}}\n"
+    exp.write_text(f"data: phantom:{root}\noutput: {tmp_path / 'out'}\nseeds: [0]\nbootstrap: 20\nclip: {{dir: {trained}}}\n"
                    f"generator: {{config: {base}, train: {{epochs: 1}}}}\n"
                    "conditions:\n  ce: {}\n  ce+dir0.5: {loss: {directional_weight: 0.5}}\n"
                    "  ce+scst: {init: ce, train: {lr: 1.0e-4}, loss: {scst_weight: 1.0, scst_max_len: 12}}\n"
@@ -139,7 +145,10 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     assert main(["experiment", str(exp)]) == 0
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in ("ce", "ce+dir0.5", "ce+scst", "retrieval"))
-    assert "| words | distinct reports | train CPU s/run |" in summary
+    assert "| CE-macro-F1 | omission | hallucination | words | distinct reports | train CPU s/run |" in summary
+    per_run = json.loads((tmp_path / "out" / "eval_per_run" / "metrics.json").read_text())
+    assert set(per_run) == {"ce@s0", "ce+dir0.5@s0", "ce+scst@s0", "retrieval@s0"}
+    assert all(0 <= m["omission"]["value"] <= 1 and 0 <= m["hallucination"]["value"] <= 1 for m in per_run.values())
     run = tmp_path / "out" / "runs" / "ce+dir0.5-s0"
     assert "train/directional_loss_epoch" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     saved = (run / "config.yaml").read_text()

@@ -6,7 +6,8 @@ condition is a typed override of the generator's `Config` (its `loss:` and `trai
 in a config file), and may start from another condition's model of the same seed (`init: ce`), as
 SCST fine-tuning does; `retrieval: {k: 1}` makes a condition the retrieval baseline. Writes
 OUTPUT/summary.md (means +- std over seeds; paired-bootstrap p-values against CE pooled over
-studies x seeds; per-class CheXpert F1), OUTPUT/loss_curves.png and every run's folder. Finished
+studies x seeds; on phantom data also omission and hallucination against the images' truth;
+per-class CheXpert F1), OUTPUT/loss_curves.png and every run's folder. Finished
 runs are reused when the command is run again.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cxrgen.data.specs import load_studies
 from cxrgen.errors import UserError
 from cxrgen.evaluate.nlg import NLGScorer
 from cxrgen.evaluate.report import evaluate_systems
+from cxrgen.evaluate.truth import TRUTH_METRICS, read_truths
 from cxrgen.inference import ReportGenerator, generate_for_studies
 from cxrgen.io import atomic_write_text, read_predictions, write_predictions
 from cxrgen.models.clip import load_clip
@@ -142,15 +144,17 @@ def _loss_curves(out: Path, names: list[str], seeds: list[int], start: dict[str,
 
 
 def _summary(per_run, pooled, systems: dict, names: list[str], seeds: list[int], timing: dict, exp: dict) -> str:
+    metrics = [m for m in SUMMARY_METRICS + TRUTH_METRICS[:2] if m in per_run.metrics[f"{names[0]}@s{seeds[0]}"]]
     lines = [f"# CLIP ablation: {exp['data']}", "",
              f"Seeds {seeds}; subset {exp.get('subset')}; generator {exp.get('generator')}.", "",
              "Mean +- std over seeds (test split). p: two-sided paired bootstrap against `ce`, pooled over "
-             "studies x seeds.", "",
-             "| condition | " + " | ".join(SUMMARY_METRICS) + " | words | distinct reports | train CPU s/run |",
-             "|---" * (len(SUMMARY_METRICS) + 4) + "|"]
+             "studies x seeds. Omission and hallucination (phantom data only) are against the images' "
+             "truth; lower is better.", "",
+             "| condition | " + " | ".join(metrics) + " | words | distinct reports | train CPU s/run |",
+             "|---" * (len(metrics) + 4) + "|"]
     for name in names:
         cells = []
-        for m in SUMMARY_METRICS:
+        for m in metrics:
             vals = [per_run.metrics[f"{name}@s{s}"][m]["value"] for s in seeds]
             cell = f"{np.mean(vals):.3f} +- {np.std(vals, ddof=1) if len(vals) > 1 else 0:.3f}"
             if name != "ce":
@@ -215,12 +219,15 @@ def run_experiment(config_path: str, data: str | None = None, output: str | None
         timing[name] = float(np.mean(times)) if times else None
     refs = {s.id: target_text(s) for s in test}
     names = list(exp["conditions"])
+    layout, _, root = exp["data"].partition(":")
+    truths = read_truths(root, list(refs)) if layout == "phantom" else None  # what the images really show
     scorer = NLGScorer()
     try:
-        per_run = evaluate_systems(systems, refs, n_boot=exp.get("bootstrap", 1000), scorer=scorer)
-        pooled_refs = {f"{i}@{s}": r for s in seeds for i, r in refs.items()}
+        per_run = evaluate_systems(systems, refs, n_boot=exp.get("bootstrap", 1000), scorer=scorer, truths=truths)
+        pool = lambda per_study: {f"{i}@{s}": v for s in seeds for i, v in per_study.items()}  # studies x seeds
         pooled = {n: {f"{i}@{s}": systems[f"{n}@s{s}"][i] for s in seeds for i in refs} for n in names}
-        pooled = evaluate_systems(pooled, pooled_refs, n_boot=exp.get("bootstrap", 1000), scorer=scorer)
+        pooled = evaluate_systems(pooled, pool(refs), n_boot=exp.get("bootstrap", 1000), scorer=scorer,
+                                  truths=pool(truths) if truths else None)
     finally:
         scorer.close()
     per_run.save(out / "eval_per_run")
