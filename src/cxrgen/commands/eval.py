@@ -51,12 +51,10 @@ def _evaluate(args, systems: dict[str, dict[str, str]], calls: dict[str, dict[st
             if name in systems:
                 raise UserError(f"a prediction file is named like the baseline {name!r}; rename it")
             systems[name] = dict(zip(ids, build_baseline(name, train, refs, seed=args.seed)))
-    truths = None
-    layout, _, root = args.dataset.partition(":")
-    if layout == "phantom":  # the images' own truth: omission and hallucination without a labeler on that side
-        from cxrgen.evaluate.truth import read_truths
+    from cxrgen.evaluate.truth import phantom_truths
 
-        truths = read_truths(root, list(references))
+    # the images' own truth: omission and hallucination without a labeler on that side
+    truths = phantom_truths(args.dataset, list(references))
     result = evaluate_systems(systems, references, n_boot=args.bootstrap, seed=args.seed, scorer=scorer,
                               truths=truths, calls=calls, refused=refused)
     paths = result.save(args.output)

@@ -44,6 +44,12 @@ def read_truths(phantom_dir: str | Path, ids: Sequence[str]) -> dict[str, dict] 
     return {sid: json.loads(p.read_text()) for sid, p in paths.items()}
 
 
+def phantom_truths(data: str, ids: Sequence[str]) -> dict[str, dict] | None:
+    """`read_truths` for a `phantom:DIR` data spec; None for any other layout (no truth to read)."""
+    layout, _, root = data.partition(":")
+    return read_truths(root, ids) if layout == "phantom" else None
+
+
 def _sides(findings) -> dict[str, set[str]]:
     """kind -> the sides it is drawn or stated on (empty set: no side)."""
     out: dict[str, set[str]] = {}

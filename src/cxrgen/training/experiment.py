@@ -26,7 +26,7 @@ from cxrgen.data.specs import load_studies
 from cxrgen.errors import UserError
 from cxrgen.evaluate.nlg import NLGScorer
 from cxrgen.evaluate.report import evaluate_systems
-from cxrgen.evaluate.truth import TRUTH_METRICS, read_truths
+from cxrgen.evaluate.truth import TRUTH_METRICS, phantom_truths
 from cxrgen.inference import ReportGenerator, generate_for_studies
 from cxrgen.io import atomic_write_text, read_predictions, write_predictions
 from cxrgen.models.clip import load_clip
@@ -219,8 +219,7 @@ def run_experiment(config_path: str, data: str | None = None, output: str | None
         timing[name] = float(np.mean(times)) if times else None
     refs = {s.id: target_text(s) for s in test}
     names = list(exp["conditions"])
-    layout, _, root = exp["data"].partition(":")
-    truths = read_truths(root, list(refs)) if layout == "phantom" else None  # what the images really show
+    truths = phantom_truths(exp["data"], list(refs))  # what the images really show
     scorer = NLGScorer()
     try:
         per_run = evaluate_systems(systems, refs, n_boot=exp.get("bootstrap", 1000), scorer=scorer, truths=truths)
