@@ -149,6 +149,9 @@ def test_experiment_runs_every_condition_from_a_base_config(trained, dataset, tm
     per_run = json.loads((tmp_path / "out" / "eval_per_run" / "metrics.json").read_text())
     assert set(per_run) == {"ce@s0", "ce+dir0.5@s0", "ce+scst@s0", "retrieval@s0"}
     assert all(0 <= m["omission"]["value"] <= 1 and 0 <= m["hallucination"]["value"] <= 1 for m in per_run.values())
+    ce = per_run["ce@s0"]  # the summary's cells are these runs' rates
+    assert f"| {ce['CE-macro-F1']['value']:.3f} +- 0.000 | {ce['omission']['value']:.3f} +- 0.000 | " \
+           f"{ce['hallucination']['value']:.3f} +- 0.000 |" in summary
     run = tmp_path / "out" / "runs" / "ce+dir0.5-s0"
     assert "train/directional_loss_epoch" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     saved = (run / "config.yaml").read_text()
